@@ -1,0 +1,115 @@
+"""asyncflow: a small async, event-driven DAG runner.
+
+A :class:`Pipeline` holds tasks (coroutine functions, or plain functions run in worker
+threads); dependencies are declared by parameter name. Each task starts the moment all of
+its upstream tasks have finished, failed attempts are retried with exponential backoff,
+and each result is checkpointed as JSON so that a rerun skips finished work::
+
+    import asyncflow
+
+    pipeline = asyncflow.Pipeline("hello")
+
+    @pipeline.task
+    async def numbers() -> list[int]:
+        return [1, 2, 3]
+
+    @pipeline.task(retries=2)
+    async def total(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    result = pipeline.run_sync()          # or: await pipeline.run()
+    assert result.tasks["total"].result == 6
+
+The library logs through loguru but adds no sink and is disabled until the application
+calls ``logger.enable("asyncflow")``; the command line (``python -m asyncflow``) does that.
+"""
+
+from loguru import logger as _logger
+
+from ._cache import code_digest, file_digest
+from ._context import RunContext
+from ._errors import (
+    AsyncflowError,
+    CheckpointError,
+    CycleError,
+    DuplicateTaskError,
+    ForgottenAwaitError,
+    InvalidTaskNameError,
+    ParamError,
+    PipelineDefinitionError,
+    RunFailedError,
+    TaskError,
+    TaskTimeoutError,
+    UnboundParameterError,
+    UnknownDependencyError,
+)
+from ._events import (
+    AttemptFailed,
+    Event,
+    Listener,
+    RunFinished,
+    RunStarted,
+    TaskCached,
+    TaskCancelled,
+    TaskFailed,
+    TaskSkipped,
+    TaskStarted,
+    TaskState,
+    TaskSucceeded,
+)
+from ._graph import Graph, Node
+from ._pipeline import DEFAULT_WORKDIR, Pipeline
+from ._result import RunResult, TaskRun
+from ._retry import RetryPolicy
+from ._store import Checkpoint, CheckpointStore, FileStore, MemoryStore, read_json, write_json
+from ._task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_WORKDIR",
+    "AsyncflowError",
+    "AttemptFailed",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointStore",
+    "CycleError",
+    "DuplicateTaskError",
+    "Event",
+    "FileStore",
+    "ForgottenAwaitError",
+    "Graph",
+    "InvalidTaskNameError",
+    "Listener",
+    "MemoryStore",
+    "Node",
+    "ParamError",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "RetryPolicy",
+    "RunContext",
+    "RunFailedError",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "Task",
+    "TaskCached",
+    "TaskCancelled",
+    "TaskError",
+    "TaskFailed",
+    "TaskRun",
+    "TaskSkipped",
+    "TaskStarted",
+    "TaskState",
+    "TaskSucceeded",
+    "TaskTimeoutError",
+    "UnboundParameterError",
+    "UnknownDependencyError",
+    "__version__",
+    "code_digest",
+    "file_digest",
+    "read_json",
+    "write_json",
+]
+
+_logger.disable("asyncflow")

@@ -1,0 +1,141 @@
+"""The asyncflow exception tree.
+
+Every error asyncflow raises on purpose derives from :class:`AsyncflowError`::
+
+    AsyncflowError
+     ├── PipelineDefinitionError (also ValueError)   raised before anything runs
+     │    ├── DuplicateTaskError                     two tasks share a name
+     │    ├── InvalidTaskNameError                   a name that is not an identifier
+     │    ├── UnknownDependencyError                 depends on a task that is not defined
+     │    ├── UnboundParameterError                  a parameter that matches nothing
+     │    ├── CycleError                             the tasks form a cycle (``.cycle``)
+     │    └── ParamError                             a run parameter that is not declared
+     ├── TaskError                                   raised inside one task (``.task``)
+     │    ├── TaskTimeoutError (also TimeoutError)   an attempt ran past ``timeout``
+     │    ├── ForgottenAwaitError (also TypeError)   a task returned an un-awaited coroutine
+     │    └── CheckpointError                        a result could not be checkpointed
+     └── RunFailedError                              raised by ``RunResult.raise_for_failures()``
+
+Definition errors are also :class:`ValueError` so that code which validates input the
+ordinary way catches them. Errors about one task carry the task's name in ``.task``; the
+original exception, where there is one, is chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "AsyncflowError",
+    "CheckpointError",
+    "CycleError",
+    "DuplicateTaskError",
+    "ForgottenAwaitError",
+    "InvalidTaskNameError",
+    "ParamError",
+    "PipelineDefinitionError",
+    "RunFailedError",
+    "TaskError",
+    "TaskTimeoutError",
+    "UnboundParameterError",
+    "UnknownDependencyError",
+]
+
+
+class AsyncflowError(Exception):
+    """Base class of every exception asyncflow raises on purpose."""
+
+
+class PipelineDefinitionError(AsyncflowError, ValueError):
+    """The pipeline definition is invalid; raised before any task runs."""
+
+
+class DuplicateTaskError(PipelineDefinitionError):
+    """Two tasks in one pipeline have the same name."""
+
+
+class InvalidTaskNameError(PipelineDefinitionError):
+    """A task name is not a Python identifier.
+
+    Names must be identifiers because dependencies are declared by parameter name and
+    checkpoints are stored as ``<name>.json``.
+    """
+
+
+class UnknownDependencyError(PipelineDefinitionError):
+    """A task depends on a task name that the pipeline does not define."""
+
+
+class UnboundParameterError(PipelineDefinitionError):
+    """A task parameter without a default matches no task, mapping or reserved name."""
+
+
+class ParamError(PipelineDefinitionError):
+    """A run parameter is not declared by the pipeline, or cannot be converted."""
+
+
+class CycleError(PipelineDefinitionError):
+    """The tasks' dependencies form a cycle.
+
+    Attributes:
+        cycle: the task names along the cycle, the first name repeated at the end
+            (the convention of :class:`graphlib.CycleError`), e.g. ``("a", "b", "a")``.
+    """
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle: tuple[str, ...] = tuple(cycle)
+        super().__init__(f"tasks form a cycle: {' -> '.join(self.cycle)}")
+
+
+class TaskError(AsyncflowError):
+    """An error about one task.
+
+    Attributes:
+        task: the name of the task at fault.
+    """
+
+    def __init__(self, task: str, message: str) -> None:
+        self.task = task
+        super().__init__(message)
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """One attempt of a task ran longer than its ``timeout``.
+
+    Attributes:
+        task: the task's name.
+        timeout: the limit that was exceeded, in seconds.
+        thread_abandoned: True when the task is a plain ``def`` running in a worker
+            thread: a thread cannot be killed, so it was left running in the background.
+    """
+
+    def __init__(self, task: str, timeout: float, *, thread_abandoned: bool = False) -> None:
+        self.timeout = timeout
+        self.thread_abandoned = thread_abandoned
+        message = f"task {task!r} timed out after {timeout:g} s"
+        if thread_abandoned:
+            message += " (its worker thread could not be stopped and was left running)"
+        super().__init__(task, message)
+
+
+class ForgottenAwaitError(TaskError, TypeError):
+    """A task returned a coroutine object: an ``await`` is missing in its body."""
+
+
+class CheckpointError(TaskError):
+    """A task's result cannot be stored as a JSON checkpoint (wrong type, NaN, disk error)."""
+
+
+class RunFailedError(AsyncflowError):
+    """A run had failed tasks; raised by :meth:`asyncflow.RunResult.raise_for_failures`.
+
+    Attributes:
+        errors: ``{task name: the exception of its last attempt}``, in the order the
+            tasks failed. Each exception keeps its traceback (``exc.__traceback__``).
+    """
+
+    def __init__(self, errors: Mapping[str, BaseException]) -> None:
+        self.errors: dict[str, BaseException] = dict(errors)
+        lines = [f"{name}: {type(exc).__name__}: {exc}" for name, exc in self.errors.items()]
+        count = len(lines)
+        super().__init__(f"{count} task{'s' if count != 1 else ''} failed: " + "; ".join(lines))

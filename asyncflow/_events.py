@@ -1,0 +1,165 @@
+"""Task states and the events a run emits.
+
+The runner is the only producer of events; logging, progress displays and run records are
+listeners that consume them. A listener is any callable taking one :class:`Event`; it is
+called synchronously, in the order listeners were given, right where the event happens, so
+it must be quick and must not block. A listener that raises is disabled for the rest of the
+run and the error is logged: an observer can never break a run.
+
+Every event is a frozen dataclass built with keywords only, so new fields can be added
+without breaking a listener. ``time`` is the event loop's monotonic clock
+(``anyio.current_time()``) in seconds; subtract two events' times for a duration.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "AttemptFailed",
+    "Event",
+    "Listener",
+    "RunFinished",
+    "RunStarted",
+    "TaskCached",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskSkipped",
+    "TaskStarted",
+    "TaskState",
+    "TaskSucceeded",
+]
+
+
+class TaskState(enum.Enum):
+    """The state of one task in one run. Every task ends a run in exactly one final state."""
+
+    PENDING = "pending"
+    """Not started yet (waiting for upstream tasks or a concurrency slot)."""
+    RUNNING = "running"
+    """An attempt is running or waiting out a retry backoff."""
+    SUCCEEDED = "succeeded"
+    """Final: ran and returned a result."""
+    FAILED = "failed"
+    """Final: its last attempt raised."""
+    SKIPPED = "skipped"
+    """Final: never started because an upstream task failed or was skipped."""
+    CACHED = "cached"
+    """Final: not run; its result was loaded from a checkpoint with a matching cache key."""
+    CANCELLED = "cancelled"
+    """Final: cancelled by ``fail_fast`` or by the caller before it could finish."""
+
+    @property
+    def is_final(self) -> bool:
+        """True for the states a task can end a run in."""
+        return self not in (TaskState.PENDING, TaskState.RUNNING)
+
+    @property
+    def is_ok(self) -> bool:
+        """True for SUCCEEDED and CACHED: the task has a result that downstream tasks can use."""
+        return self in (TaskState.SUCCEEDED, TaskState.CACHED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events.
+
+    Attributes:
+        run_id: the id of the run that emitted the event.
+        time: the event loop's monotonic clock when it happened, in seconds.
+    """
+
+    run_id: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    """A run began. ``tasks`` is the number of tasks in the pipeline."""
+
+    pipeline: str
+    tasks: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    """A run ended. ``ok`` is True when no task failed or was cancelled;
+    ``counts`` maps each final :class:`TaskState` to how many tasks ended in it."""
+
+    pipeline: str
+    ok: bool
+    duration: float
+    counts: dict[TaskState, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStarted(Event):
+    """Attempt number ``attempt`` (1-based) of ``task`` started."""
+
+    task: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFailed(Event):
+    """Attempt ``attempt`` of ``task`` raised ``error``.
+
+    ``retry_in`` is the backoff wait in seconds before the next attempt, or ``None`` when
+    there will be no further attempt (a :class:`TaskFailed` follows).
+    """
+
+    task: str
+    attempt: int
+    error: BaseException
+    retry_in: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSucceeded(Event):
+    """``task`` succeeded on attempt ``attempt``; ``duration`` covers all its attempts and
+    backoff waits, in seconds."""
+
+    task: str
+    attempt: int
+    duration: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFailed(Event):
+    """``task`` failed for good after ``attempts`` attempts; ``error`` is the last one's."""
+
+    task: str
+    attempts: int
+    error: BaseException
+    duration: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSkipped(Event):
+    """``task`` will not run because ``upstream`` (an upstream task) failed or was skipped."""
+
+    task: str
+    upstream: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCached(Event):
+    """``task`` was not run: its checkpoint matches ``cache_key`` and its result was loaded."""
+
+    task: str
+    cache_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCancelled(Event):
+    """``task`` was cancelled (``fail_fast`` or the caller) before it finished."""
+
+    task: str
+    reason: str
+
+
+Listener = Callable[[Event], object]
+"""A callable that receives every event of a run, synchronously; its return value is ignored."""

@@ -1,0 +1,132 @@
+"""Validation of a pipeline's tasks into an immutable DAG.
+
+:func:`build_graph` resolves every task's dependencies (explicit ``inputs``, parameter
+names, ``after``), rejects unknown names and cycles, and returns a :class:`Graph` whose
+nodes are numbered in definition order. The runner works on these numbers only: upstream
+counts and downstream lists, so that a whole run costs O(tasks + edges).
+"""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ._errors import CycleError, UnboundParameterError, UnknownDependencyError
+from ._task import Task
+
+__all__ = ["Graph", "Node", "build_graph"]
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A task placed in the graph.
+
+    Attributes:
+        index: position in definition order (0-based).
+        task: the task.
+        inputs: ``(parameter, upstream index)`` for each parameter fed by an upstream task.
+        upstream: indices of every upstream task (data and ordering-only), without repeats.
+        downstream: indices of every task that lists this one upstream, in definition order.
+    """
+
+    index: int
+    task: Task
+    inputs: tuple[tuple[str, int], ...]
+    upstream: tuple[int, ...]
+    downstream: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        """The task's name."""
+        return self.task.name
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """A validated, acyclic pipeline.
+
+    Attributes:
+        nodes: every task, in definition order.
+        index: ``{task name: node index}``.
+        order: node indices in a topological order (upstream before downstream; ties in
+            definition order).
+    """
+
+    nodes: tuple[Node, ...]
+    index: Mapping[str, int]
+    order: tuple[int, ...]
+
+    def node(self, name: str) -> Node:
+        """The node of task ``name``; raises ``KeyError`` if there is none."""
+        return self.nodes[self.index[name]]
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def build_graph(tasks: Sequence[Task]) -> Graph:
+    """Resolve and validate ``tasks`` (in definition order) into a :class:`Graph`.
+
+    A parameter is fed by, in order of precedence: the task named in the task's ``inputs``
+    mapping; the task whose name equals the parameter; otherwise its default value. A
+    parameter with neither is an error.
+
+    Raises:
+        UnknownDependencyError: ``inputs`` or ``after`` names a task that does not exist.
+        UnboundParameterError: a parameter without a default matches no task.
+        CycleError: the dependencies form a cycle; ``.cycle`` lists it in order.
+    """
+    index = {task.name: i for i, task in enumerate(tasks)}
+    names = list(index)
+    inputs: list[tuple[tuple[str, int], ...]] = []
+    upstream: list[tuple[int, ...]] = []
+    for task in tasks:
+        feeds: list[tuple[str, int]] = []
+        for param, has_default in task.parameters:
+            source = task.inputs.get(param)
+            if source is not None:
+                if source not in index:
+                    raise UnknownDependencyError(
+                        f"task {task.name!r} maps parameter {param!r} to {source!r}, which is "
+                        f"not defined{_suggest(source, names)}"
+                    )
+                feeds.append((param, index[source]))
+            elif param in index:
+                feeds.append((param, index[param]))
+            elif not has_default:
+                raise UnboundParameterError(
+                    f"task {task.name!r} has parameter {param!r}, which matches no task"
+                    f"{_suggest(param, names)} (give it a default, map it with "
+                    "inputs={...}, or rename it after an upstream task)"
+                )
+        ups = dict.fromkeys(i for _, i in feeds)
+        for dep in task.after:
+            if dep not in index:
+                raise UnknownDependencyError(
+                    f"task {task.name!r} runs after {dep!r}, which is not defined{_suggest(dep, names)}"
+                )
+            ups[index[dep]] = None
+        inputs.append(tuple(feeds))
+        upstream.append(tuple(ups))
+
+    sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+    for i, ups_i in enumerate(upstream):
+        sorter.add(i, *ups_i)
+    try:
+        order = tuple(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise CycleError([names[i] for i in exc.args[1]]) from None
+
+    downstream: list[list[int]] = [[] for _ in tasks]
+    for i, ups_i in enumerate(upstream):
+        for u in ups_i:
+            downstream[u].append(i)
+    nodes = tuple(
+        Node(index=i, task=t, inputs=inputs[i], upstream=upstream[i], downstream=tuple(downstream[i]))
+        for i, t in enumerate(tasks)
+    )
+    return Graph(nodes=nodes, index=index, order=order)

@@ -1,0 +1,130 @@
+"""Logging: a listener that turns run events into loguru records, and the CLI's sinks.
+
+The library never adds a sink: ``asyncflow/__init__.py`` calls ``logger.disable("asyncflow")``
+as loguru advises for libraries, so an embedding application sees nothing until it calls
+``logger.enable("asyncflow")``. Every record carries ``run_id`` and ``task`` in
+``record["extra"]`` (``task`` is ``"-"`` for run-level lines).
+
+Only the command line calls :func:`add_cli_sinks`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+from ._events import (
+    AttemptFailed,
+    Event,
+    RunFinished,
+    RunStarted,
+    TaskCached,
+    TaskCancelled,
+    TaskFailed,
+    TaskSkipped,
+    TaskStarted,
+    TaskSucceeded,
+)
+
+__all__ = ["CONSOLE_FORMAT", "FILE_FORMAT", "LogListener", "add_cli_sinks"]
+
+CONSOLE_FORMAT = (
+    "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{extra[task]}</cyan> {message}"
+)
+FILE_FORMAT = "{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} run={extra[run_id]} task={extra[task]} {message}"
+
+
+class LogListener:
+    """An event listener that logs each event through loguru (module ``asyncflow``).
+
+    Levels: attempts started and cache hits DEBUG; successes and run start INFO; failed
+    attempts that will be retried WARNING; task failures ERROR (with the traceback);
+    skips and cancellations WARNING; the run's end INFO when ok, else ERROR.
+    """
+
+    def __call__(self, event: Event) -> None:
+        """Log ``event``."""
+        task = getattr(event, "task", "-")
+        log = logger.bind(run_id=event.run_id, task=task)
+        if isinstance(event, TaskStarted):
+            log.debug("attempt {} started", event.attempt)
+        elif isinstance(event, TaskSucceeded):
+            log.info("succeeded on attempt {} in {:.3f} s", event.attempt, event.duration)
+        elif isinstance(event, TaskCached):
+            log.info("cached (checkpoint matches cache key {}…)", event.cache_key[:12])
+        elif isinstance(event, AttemptFailed):
+            error = f"{type(event.error).__name__}: {event.error}"
+            if event.retry_in is not None:
+                log.warning(
+                    "attempt {} failed ({}); retrying in {:.3f} s", event.attempt, error, event.retry_in
+                )
+            else:
+                log.warning("attempt {} failed ({})", event.attempt, error)
+        elif isinstance(event, TaskFailed):
+            log.opt(exception=event.error).error(
+                "failed after {} attempt{}: {}: {}",
+                event.attempts,
+                "" if event.attempts == 1 else "s",
+                type(event.error).__name__,
+                event.error,
+            )
+        elif isinstance(event, TaskSkipped):
+            log.warning("skipped: {}", event.reason)
+        elif isinstance(event, TaskCancelled):
+            log.warning("cancelled: {}", event.reason)
+        elif isinstance(event, RunStarted):
+            log.info("run {} of pipeline {!r} started ({} tasks)", event.run_id, event.pipeline, event.tasks)
+        elif isinstance(event, RunFinished):
+            counts = ", ".join(f"{n} {s.value}" for s, n in event.counts.items())
+            level = "INFO" if event.ok else "ERROR"
+            log.log(level, "run {} finished in {:.3f} s: {}", event.run_id, event.duration, counts)
+
+
+def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False) -> list[int]:
+    """Enable asyncflow's logging and add the command line's sinks.
+
+    Removes loguru's default sink, then adds stderr at ``level`` (colored when stderr is a
+    terminal; tracebacks are left to the log file) and, if ``log_file`` is given, a
+    DEBUG-level file sink with full tracebacks.
+
+    Args:
+        level: a loguru level name for the console, e.g. ``"INFO"``.
+        log_file: the per-run log file, or ``None``.
+        json_lines: write the console sink as loguru's JSON serialization.
+
+    Returns:
+        the ids of the added sinks, for ``logger.remove``.
+
+    Raises:
+        ValueError: ``level`` is not a loguru level name.
+    """
+    logger.enable("asyncflow")
+    logger.remove()
+    logger.configure(extra={"run_id": "-", "task": "-"})
+
+    def console_format(record: object) -> str:
+        # A callable format gets no "{exception}" appended: one line on the console;
+        # tracebacks go to the log file.
+        return CONSOLE_FORMAT + "\n"
+
+    ids = [
+        logger.add(
+            sys.stderr,
+            level=level,
+            format=console_format if not json_lines else "{message}",
+            colorize=None if not json_lines else False,
+            serialize=json_lines,
+            backtrace=False,
+            diagnose=False,
+        )
+    ]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        ids.append(
+            logger.add(
+                log_file, level="DEBUG", format=FILE_FORMAT, backtrace=False, diagnose=False, encoding="utf-8"
+            )
+        )
+    return ids

@@ -1,0 +1,299 @@
+"""``Pipeline``: declare tasks with a decorator, validate them, run them."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, overload
+
+import anyio
+
+from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
+from ._events import Listener
+from ._graph import Graph, build_graph
+from ._logging import LogListener
+from ._result import RunResult
+from ._retry import RetryPolicy
+from ._runner import execute
+from ._store import CheckpointStore, FileStore
+from ._task import Task, make_task
+
+__all__ = ["DEFAULT_WORKDIR", "Pipeline"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_WORKDIR = Path(".asyncflow")
+"""The working directory used when none is given, relative to the current directory."""
+
+
+class Pipeline:
+    """A named set of tasks whose dependencies form a DAG.
+
+    Args:
+        name: the pipeline's name, used in logs and run records.
+        params: the run parameters the pipeline accepts, with their default values
+            (``{"csv": "data/stocks.csv"}``). A run may override them; any other key is
+            a :class:`~asyncflow.ParamError`.
+        description: one line shown by the command line; defaults to ``""``.
+
+    A pipeline holds no run state: the same instance can be run any number of times,
+    concurrently too, and nothing is global.
+    """
+
+    def __init__(self, name: str, *, params: Mapping[str, Any] | None = None, description: str = "") -> None:
+        self.name = name
+        self.params: dict[str, Any] = dict(params or {})
+        self.description = description
+        self._tasks: dict[str, Task] = {}
+        self._by_fn: dict[int, str] = {}
+        self._graph: Graph | None = None
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, tasks={len(self._tasks)})"
+
+    @property
+    def tasks(self) -> Mapping[str, Task]:
+        """``{name: Task}`` in definition order (read-only view)."""
+        return dict(self._tasks)
+
+    @overload
+    def task(self, fn: F, /) -> F: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        after: Iterable[str | Callable[..., Any]] = (),
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        backoff: float = 2.0,
+        max_delay: float = 60.0,
+        jitter: float = 0.0,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+        timeout: float | None = None,
+        checkpoint: bool = True,
+        cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None,
+        tags: Iterable[str] = (),
+    ) -> Callable[[F], F]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        after: Iterable[str | Callable[..., Any]] = (),
+        retries: int = 0,
+        retry_delay: float = 1.0,
+        backoff: float = 2.0,
+        max_delay: float = 60.0,
+        jitter: float = 0.0,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+        timeout: float | None = None,
+        checkpoint: bool = True,
+        cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None,
+        tags: Iterable[str] = (),
+    ) -> Any:
+        """Register a function as a task; use as ``@pipeline.task`` or ``@pipeline.task(...)``.
+
+        Each parameter of the function receives the result of the upstream task of the
+        same name, unless ``inputs`` maps it to another task; ``params`` and ``context``
+        are reserved (see :class:`~asyncflow.RunContext`). The function is returned
+        unchanged, so it can still be called directly (in unit tests, say).
+
+        Args:
+            name: the task's name (a Python identifier); defaults to the function's name.
+                Required when one function is registered several times in a loop.
+            inputs: ``{parameter: upstream task name}`` for parameters not named after
+                their upstream task.
+            after: upstream tasks (names or decorated functions) that must finish first
+                but pass no data.
+            retries: retries after the first attempt: at most ``retries + 1`` attempts.
+            retry_delay: wait before the first retry, in seconds.
+            backoff: each further wait is this many times longer:
+                ``min(max_delay, retry_delay * backoff ** (attempt - 1))`` seconds.
+            max_delay: cap on any wait, in seconds.
+            jitter: fraction in [0, 1]; each wait is drawn from ``[(1 - jitter) * d, d]``.
+            retry_on: exception type(s) that are retried; others fail at once.
+            timeout: limit on each attempt, in seconds (a timed-out attempt counts as a
+                failed one); ``None`` for no limit.
+            checkpoint: save the result as a JSON checkpoint and skip the task on a rerun
+                whose cache key matches; ``False`` for results that are not JSON or
+                tasks that must always run.
+            cache_key_fn: ``(params) -> value`` mixed into the cache key, e.g.
+                ``lambda p: asyncflow.file_digest(p["csv"])`` for an input file.
+            tags: labels shown by listings.
+
+        Raises:
+            DuplicateTaskError: a task of that name already exists.
+            InvalidTaskNameError: the name is not a Python identifier.
+            PipelineDefinitionError: the function's signature cannot be used, or
+                ``timeout`` is not positive.
+            ValueError: a retry option is out of range (see :class:`~asyncflow.RetryPolicy`).
+        """
+        retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        policy = RetryPolicy(
+            retries=retries,
+            delay=retry_delay,
+            backoff=backoff,
+            max_delay=max_delay,
+            jitter=jitter,
+            retry_on=retry_types,
+        )
+
+        def register(f: F) -> F:
+            after_names = tuple(self._name_of(a) for a in after)
+            task = make_task(
+                f,
+                name=name,
+                inputs=inputs,
+                after=after_names,
+                retry=policy,
+                timeout=timeout,
+                checkpoint=checkpoint,
+                cache_key_fn=cache_key_fn,
+                tags=tuple(tags),
+            )
+            if task.name in self._tasks:
+                raise DuplicateTaskError(
+                    f"pipeline {self.name!r} already has a task named {task.name!r}; "
+                    "pass name='...' to register the function under another name"
+                )
+            self._tasks[task.name] = task
+            self._by_fn.setdefault(id(f), task.name)
+            self._graph = None
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def _name_of(self, ref: str | Callable[..., Any]) -> str:
+        if isinstance(ref, str):
+            return ref
+        try:
+            return self._by_fn[id(ref)]
+        except KeyError:
+            raise PipelineDefinitionError(
+                f"after=[{getattr(ref, '__name__', ref)!r}] refers to a function that is not "
+                f"a task of pipeline {self.name!r}; register it first or pass its name"
+            ) from None
+
+    def validate(self) -> Graph:
+        """Check the whole pipeline and return its DAG (cached until a task is added).
+
+        Raises:
+            UnknownDependencyError, UnboundParameterError, CycleError: see
+                :func:`asyncflow._graph.build_graph`.
+        """
+        if self._graph is None:
+            self._graph = build_graph(list(self._tasks.values()))
+        return self._graph
+
+    def resolve_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The pipeline's default parameters updated with ``params``.
+
+        Raises:
+            ParamError: ``params`` has a key the pipeline does not declare (the message
+                suggests the closest declared one).
+        """
+        merged = dict(self.params)
+        for key, value in (params or {}).items():
+            if key not in self.params:
+                close = difflib.get_close_matches(key, list(self.params), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                declared = ", ".join(sorted(self.params)) or "none"
+                raise ParamError(
+                    f"pipeline {self.name!r} has no parameter {key!r}{hint} (declared: {declared})"
+                )
+            merged[key] = value
+        return merged
+
+    async def run(
+        self,
+        params: Mapping[str, Any] | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        max_concurrency: int | None = None,
+        fail_fast: bool = False,
+        *,
+        listeners: Sequence[Listener] = (),
+        log: bool = True,
+        checkpoints: bool = True,
+        store: CheckpointStore | None = None,
+        run_id: str | None = None,
+        seed: int | None = None,
+    ) -> RunResult:
+        """Run the pipeline once, inside the caller's event loop (asyncio or trio).
+
+        Args:
+            params: run parameters overriding the pipeline's defaults.
+            workdir: the working directory (created if missing); checkpoints go to
+                ``<workdir>/checkpoints/``. Defaults to ``./.asyncflow``.
+            force: run every task even if its checkpoint matches (new checkpoints are
+                still written); the CLI's ``--no-skip``.
+            max_concurrency: the most tasks running at once; ``None`` for no limit.
+            fail_fast: cancel the rest of the run at the first failed task.
+            listeners: callables receiving every :class:`~asyncflow.Event`, in order.
+            log: also log events through loguru (silent unless the application enabled
+                ``"asyncflow"`` logging).
+            checkpoints: ``False`` to neither read nor write checkpoints (results stay
+                in memory, as returned).
+            store: a :class:`~asyncflow.CheckpointStore` to use instead of the files
+                under ``workdir`` (e.g. :class:`~asyncflow.MemoryStore`).
+            run_id: the run's id; a fresh one by default.
+            seed: seed for the jitter's random numbers, for reproducible waits.
+
+        Returns:
+            the :class:`~asyncflow.RunResult`; failed tasks do not raise (see
+            :meth:`~asyncflow.RunResult.raise_for_failures`).
+
+        Raises:
+            PipelineDefinitionError: the pipeline is invalid (before anything runs).
+            ParamError: an undeclared parameter.
+            ValueError: ``max_concurrency`` is not a positive int.
+            OSError: the working directory cannot be created.
+            Cancellation: when the caller is cancelled, the running tasks are cancelled
+                and awaited first; nothing is left running.
+        """
+        graph = self.validate()
+        merged = self.resolve_params(params)
+        root = Path(workdir) if workdir is not None else DEFAULT_WORKDIR
+        if checkpoints and store is None:
+            store = FileStore(root / "checkpoints")
+        if not checkpoints:
+            store = None
+        await anyio.Path(root).mkdir(parents=True, exist_ok=True)
+        all_listeners: list[Listener] = [*listeners, LogListener()] if log else list(listeners)
+        return await execute(
+            graph,
+            pipeline=self.name,
+            params=merged,
+            workdir=root.resolve(),
+            store=store,
+            force=force,
+            max_concurrency=max_concurrency,
+            fail_fast=fail_fast,
+            listeners=all_listeners,
+            run_id=run_id,
+            seed=seed,
+        )
+
+    def run_sync(
+        self, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **kwargs: Any
+    ) -> RunResult:
+        """Run the pipeline from synchronous code: :meth:`run` under ``anyio.run``.
+
+        Takes the same arguments as :meth:`run`, plus ``backend``. Must not be called
+        from inside a running event loop (anyio raises ``RuntimeError`` then).
+        """
+
+        async def main() -> RunResult:
+            return await self.run(*args, **kwargs)
+
+        return anyio.run(main, backend=backend)

@@ -1,0 +1,497 @@
+"""The scheduler: runs a validated :class:`~asyncflow._graph.Graph` once.
+
+Policy
+------
+Event-driven, not in waves. Every task keeps a count of upstream tasks that have not yet
+finished. When a task succeeds (or is loaded from its checkpoint) the counts of its
+downstream tasks drop by one, and each that reaches zero is appended to the ready queue at
+once; the whole run therefore costs O(tasks + edges). Ready tasks start in first-in,
+first-out order, roots in definition order, so the same graph with ``max_concurrency=1``
+always gives the same order of events.
+
+Workers. Tasks run in anyio tasks of one task group, called workers. A worker takes a ready
+task, runs it to its end, then takes the next ready task, and ends when none is left.
+Whenever a worker takes a task and more are still waiting, it starts one further worker
+(never more than one at a time is waiting to start), and that worker does the same when it
+starts. So every ready task starts as soon as the event loop can run it, as concurrently
+as with one anyio task per task, but a chain of quick tasks reuses one worker instead of
+paying to spawn one per task. ``max_concurrency`` bounds the number of tasks being run at
+once: a worker takes a task only while fewer are running. Waiting happens in the queue,
+not by holding a slot, so limits cannot deadlock.
+
+Attempts. Each attempt of a task runs under a cancel scope only when the task has a
+``timeout`` (``anyio.move_on_after``). A failed attempt whose exception the task's
+:class:`~asyncflow.RetryPolicy` retries is followed by ``anyio.sleep(backoff)``; anything
+else fails the task. Cancellation is never caught here except to record it and re-raise.
+
+Failures. A failed task marks every task downstream of it SKIPPED (each visited once);
+everything else keeps running. With ``fail_fast`` the first failure cancels the task
+group instead, and every unfinished task ends CANCELLED.
+
+Checkpoints. When the run has a store, each task's cache key is computed when it becomes
+ready (see :mod:`asyncflow._cache`); a checkpointed task whose stored key matches is
+CACHED without running, and a succeeded task's result is saved (and what downstream tasks
+receive is the saved JSON value).
+
+State. Per task, in lists indexed by node number: ``remaining`` (unfinished upstream
+count), ``states``, ``results``, ``keys``, ``attempts``, ``started``/``finished``
+(event-loop clock), ``errors`` and ``reasons``. Plus the ready deque, the number of
+tasks ``running`` and whether a worker is ``spawn_pending``.
+
+Events go to the listeners synchronously; with no listener no event object is built.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+import secrets
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from loguru import logger
+
+from ._cache import code_digest, task_cache_key
+from ._context import RunContext
+from ._errors import CheckpointError, ForgottenAwaitError, TaskTimeoutError
+from ._events import (
+    AttemptFailed,
+    Event,
+    Listener,
+    RunFinished,
+    RunStarted,
+    TaskCached,
+    TaskCancelled,
+    TaskFailed,
+    TaskSkipped,
+    TaskStarted,
+    TaskState,
+    TaskSucceeded,
+)
+from ._graph import Graph, Node
+from ._result import RunResult, TaskRun
+from ._store import CheckpointStore
+
+__all__ = ["execute", "new_run_id"]
+
+PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
+_YIELD_EVERY = 256
+"""A worker yields to the event loop after this many tasks in a row that never awaited."""
+
+
+def new_run_id() -> str:
+    """A fresh run id: UTC time to the second and 6 random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class _Run:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        pipeline: str,
+        params: Mapping[str, Any],
+        workdir: Path,
+        store: CheckpointStore | None,
+        force: bool,
+        max_concurrency: int | None,
+        fail_fast: bool,
+        listeners: Sequence[Listener],
+        run_id: str,
+        rng: random.Random,
+    ) -> None:
+        n = len(graph.nodes)
+        self.graph = graph
+        self.nodes = graph.nodes
+        self.pipeline = pipeline
+        self.params = params
+        self.workdir = workdir
+        self.store = store
+        self.force = force
+        self.limit = max_concurrency if max_concurrency is not None else sys.maxsize
+        self.fail_fast = fail_fast
+        self.listeners = list(listeners)
+        self.run_id = run_id
+        self.rng = rng
+        self.remaining = [len(node.upstream) for node in graph.nodes]
+        self.states = [PENDING] * n
+        self.results: list[Any] = [None] * n
+        self.keys: list[str | None] = [None] * n
+        self.attempts = [0] * n
+        self.started: list[float | None] = [None] * n
+        self.finished: list[float | None] = [None] * n
+        self.errors: list[BaseException | None] = [None] * n
+        self.reasons: list[str | None] = [None] * n
+        self.ready: deque[int] = deque()
+        self.running = 0
+        self.spawn_pending = False
+        self.cancel_reason: str | None = None
+        self.tg: TaskGroup | None = None
+
+    # -- events ---------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        for listener in tuple(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                self.listeners.remove(listener)
+                logger.opt(exception=True).error(
+                    "event listener {!r} raised and was disabled for run {}", listener, self.run_id
+                )
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def execute(self) -> RunResult:
+        now = anyio.current_time
+        mono0, wall0 = now(), time.time()
+        if self.listeners:
+            self.emit(
+                RunStarted(run_id=self.run_id, time=mono0, pipeline=self.pipeline, tasks=len(self.nodes))
+            )
+        self.ready.extend(i for i, r in enumerate(self.remaining) if r == 0)
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                if self.ready:
+                    self.spawn_pending = True
+                    tg.start_soon(self.worker)
+        except BaseException:
+            self.finish_unfinished("the run was cancelled by its caller")
+            raise
+        finally:
+            self.tg = None
+        if self.cancel_reason is not None:
+            self.finish_unfinished(self.cancel_reason)
+        result = self.build_result(mono0, wall0, now())
+        if self.listeners:
+            self.emit(
+                RunFinished(
+                    run_id=self.run_id,
+                    time=now(),
+                    pipeline=self.pipeline,
+                    ok=result.ok,
+                    duration=result.duration,
+                    counts=result.counts,
+                )
+            )
+        return result
+
+    async def worker(self) -> None:
+        self.spawn_pending = False
+        ready = self.ready
+        streak = 0
+        while ready and self.running < self.limit and self.cancel_reason is None:
+            i = ready.popleft()
+            self.running += 1
+            if ready and not self.spawn_pending and self.running < self.limit:
+                self.spawn_pending = True
+                assert self.tg is not None
+                self.tg.start_soon(self.worker)
+            try:
+                await self.run_task(i)
+            finally:
+                self.running -= 1
+            streak += 1
+            if streak == _YIELD_EVERY:
+                streak = 0
+                await anyio.lowlevel.checkpoint()
+
+    def finish_unfinished(self, reason: str) -> None:
+        t = anyio.current_time()
+        for i, state in enumerate(self.states):
+            if state is PENDING or state is RUNNING:
+                self.states[i] = TaskState.CANCELLED
+                self.reasons[i] = reason
+                if self.started[i] is not None:
+                    self.finished[i] = t
+                if self.listeners:
+                    self.emit(
+                        TaskCancelled(run_id=self.run_id, time=t, task=self.nodes[i].name, reason=reason)
+                    )
+
+    def build_result(self, mono0: float, wall0: float, mono1: float) -> RunResult:
+        def wall(t: float | None) -> float | None:
+            return None if t is None else wall0 + (t - mono0)
+
+        tasks = {}
+        for i, node in enumerate(self.nodes):
+            start, end = self.started[i], self.finished[i]
+            tasks[node.name] = TaskRun(
+                name=node.name,
+                state=self.states[i],
+                attempts=self.attempts[i],
+                started_at=wall(start),
+                finished_at=wall(end),
+                duration=None if start is None or end is None else end - start,
+                error=self.errors[i],
+                result=self.results[i],
+                cache_key=self.keys[i],
+                reason=self.reasons[i],
+            )
+        return RunResult(
+            run_id=self.run_id,
+            pipeline=self.pipeline,
+            params=dict(self.params),
+            started_at=wall0,
+            finished_at=wall0 + (mono1 - mono0),
+            duration=mono1 - mono0,
+            tasks=tasks,
+        )
+
+    # -- one task -------------------------------------------------------------------------
+
+    async def run_task(self, i: int) -> None:
+        node = self.nodes[i]
+        task = node.task
+        self.states[i] = RUNNING
+        self.started[i] = anyio.current_time()
+        store = self.store
+        key = None
+        if store is not None:
+            try:
+                key = self.keys[i] = await self.cache_key(node)
+            except Exception as exc:
+                self.fail(i, exc)
+                return
+            if not task.checkpoint:
+                store = None
+            elif not self.force:
+                checkpoint = await store.load(task.name)
+                if checkpoint is not None and checkpoint.cache_key == key:
+                    if self.listeners:
+                        self.emit(
+                            TaskCached(
+                                run_id=self.run_id, time=anyio.current_time(), task=task.name, cache_key=key
+                            )
+                        )
+                    self.succeed(i, checkpoint.result, TaskState.CACHED)
+                    return
+
+        kwargs = {param: self.results[u] for param, u in node.inputs}
+        if task.wants_params:
+            kwargs["params"] = dict(self.params)
+        policy = task.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            self.attempts[i] = attempt
+            if task.wants_context:
+                kwargs["context"] = self.context(task.name, attempt)
+            if self.listeners:
+                self.emit(
+                    TaskStarted(
+                        run_id=self.run_id, time=anyio.current_time(), task=task.name, attempt=attempt
+                    )
+                )
+            try:
+                if task.timeout is None:
+                    result = await self.call(node, kwargs)
+                else:
+                    with anyio.move_on_after(task.timeout) as scope:
+                        result = await self.call(node, kwargs)
+                    if scope.cancelled_caught:
+                        raise TaskTimeoutError(task.name, task.timeout, thread_abandoned=not task.is_async)
+            except Exception as exc:
+                retry = not isinstance(exc, ForgottenAwaitError) and policy.should_retry(attempt, exc)
+                delay = policy.delay_for(attempt, self.rng) if retry else None
+                if self.listeners:
+                    self.emit(
+                        AttemptFailed(
+                            run_id=self.run_id,
+                            time=anyio.current_time(),
+                            task=task.name,
+                            attempt=attempt,
+                            error=exc,
+                            retry_in=delay,
+                        )
+                    )
+                if delay is None:
+                    self.fail(i, exc)
+                    return
+                await anyio.sleep(delay)
+                continue
+            break
+
+        if store is not None:
+            assert key is not None
+            try:
+                result = (await store.save(task.name, key, result)).result
+            except (TypeError, ValueError) as exc:
+                error = CheckpointError(
+                    task.name,
+                    f"task {task.name!r} returned a result that cannot be checkpointed as JSON "
+                    f"({exc}); return plain data (dict, list, str, int, float, bool, None) or "
+                    "declare the task with checkpoint=False",
+                )
+                error.__cause__ = exc
+                self.fail(i, error)
+                return
+            except OSError as exc:
+                error = CheckpointError(
+                    task.name, f"the checkpoint of task {task.name!r} could not be written: {exc}"
+                )
+                error.__cause__ = exc
+                self.fail(i, error)
+                return
+        self.succeed(i, result, TaskState.SUCCEEDED)
+
+    async def call(self, node: Node, kwargs: dict[str, Any]) -> Any:
+        task = node.task
+        if task.is_async:
+            result = await task.fn(**kwargs)
+        else:
+            result = await anyio.to_thread.run_sync(
+                functools.partial(task.fn, **kwargs), abandon_on_cancel=task.timeout is not None
+            )
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ForgottenAwaitError(
+                task.name,
+                f"task {task.name!r} returned {type(result).__name__} object instead of a "
+                "result: an 'await' is missing in its body",
+            )
+        return result
+
+    def context(self, task: str, attempt: int) -> RunContext:
+        return RunContext(
+            run_id=self.run_id,
+            pipeline=self.pipeline,
+            task=task,
+            attempt=attempt,
+            workdir=self.workdir,
+            params=dict(self.params),
+            logger=logger.bind(run_id=self.run_id, task=task),
+        )
+
+    async def cache_key(self, node: Node) -> str:
+        task = node.task
+        extra = None
+        if task.cache_key_fn is not None:
+            extra = task.cache_key_fn(dict(self.params))
+            if inspect.isawaitable(extra):
+                extra = await extra
+        keys, nodes = self.keys, self.nodes
+        return task_cache_key(
+            code=code_digest(task.fn),
+            params=self.params if task.wants_params else None,
+            extra=extra,
+            upstream=[(nodes[u].name, keys[u] or "") for u in node.upstream]
+            + [(param, nodes[u].name) for param, u in node.inputs],
+        )
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def succeed(self, i: int, result: Any, state: TaskState) -> None:
+        t = anyio.current_time()
+        self.results[i] = result
+        self.states[i] = state
+        self.finished[i] = t
+        if state is TaskState.SUCCEEDED and self.listeners:
+            start = self.started[i]
+            assert start is not None
+            self.emit(
+                TaskSucceeded(
+                    run_id=self.run_id,
+                    time=t,
+                    task=self.nodes[i].name,
+                    attempt=self.attempts[i],
+                    duration=t - start,
+                )
+            )
+        remaining, states, ready = self.remaining, self.states, self.ready
+        for d in self.nodes[i].downstream:
+            remaining[d] -= 1
+            if remaining[d] == 0 and states[d] is PENDING:
+                ready.append(d)
+
+    def fail(self, i: int, error: BaseException) -> None:
+        t = anyio.current_time()
+        nodes = self.nodes
+        self.states[i] = TaskState.FAILED
+        self.errors[i] = error
+        self.finished[i] = t
+        if self.listeners:
+            start = self.started[i]
+            assert start is not None
+            self.emit(
+                TaskFailed(
+                    run_id=self.run_id,
+                    time=t,
+                    task=nodes[i].name,
+                    attempts=self.attempts[i],
+                    error=error,
+                    duration=t - start,
+                )
+            )
+        stack = [(d, i) for d in reversed(nodes[i].downstream)]
+        while stack:
+            d, cause = stack.pop()
+            if self.states[d] is not PENDING:
+                continue
+            verb = "failed" if self.states[cause] is TaskState.FAILED else "was skipped"
+            reason = f"upstream task {nodes[cause].name!r} {verb}"
+            self.states[d] = TaskState.SKIPPED
+            self.reasons[d] = reason
+            if self.listeners:
+                self.emit(
+                    TaskSkipped(
+                        run_id=self.run_id,
+                        time=t,
+                        task=nodes[d].name,
+                        upstream=nodes[cause].name,
+                        reason=reason,
+                    )
+                )
+            stack.extend((dd, d) for dd in reversed(nodes[d].downstream))
+        if self.fail_fast and self.cancel_reason is None:
+            self.cancel_reason = f"fail_fast: task {nodes[i].name!r} failed"
+            assert self.tg is not None
+            self.tg.cancel_scope.cancel()
+
+
+async def execute(
+    graph: Graph,
+    *,
+    pipeline: str,
+    params: Mapping[str, Any],
+    workdir: Path,
+    store: CheckpointStore | None,
+    force: bool = False,
+    max_concurrency: int | None = None,
+    fail_fast: bool = False,
+    listeners: Sequence[Listener] = (),
+    run_id: str | None = None,
+    seed: int | None = None,
+) -> RunResult:
+    """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
+
+    Raises:
+        ValueError: ``max_concurrency`` is not a positive int.
+        anyio's cancellation exception: the caller was cancelled; every running task was
+            cancelled and awaited before it propagates.
+    """
+    if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
+        raise ValueError(f"max_concurrency must be a positive int or None, not {max_concurrency!r}")
+    run = _Run(
+        graph,
+        pipeline=pipeline,
+        params=params,
+        workdir=workdir,
+        store=store,
+        force=force,
+        max_concurrency=max_concurrency,
+        fail_fast=fail_fast,
+        listeners=listeners,
+        run_id=run_id or new_run_id(),
+        rng=random.Random(seed),
+    )
+    return await run.execute()

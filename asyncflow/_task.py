@@ -1,0 +1,150 @@
+"""The definition of one task: its function, its dependencies and its options.
+
+A :class:`Task` is immutable and knows nothing about other tasks; which upstream task feeds
+which parameter is resolved against the whole pipeline in :mod:`asyncflow._graph`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import InvalidTaskNameError, PipelineDefinitionError
+from ._retry import RetryPolicy
+
+__all__ = ["RESERVED_PARAMETERS", "Task", "make_task"]
+
+RESERVED_PARAMETERS = frozenset({"params", "context"})
+"""Parameter names a task may declare to receive the run's parameters (a read-only dict)
+or its :class:`asyncflow.RunContext`; they never name an upstream task."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task of a pipeline, as declared with ``@pipeline.task``.
+
+    Attributes:
+        name: the task's name, a Python identifier, unique in its pipeline.
+        fn: the function; ``async def`` runs on the event loop, plain ``def`` in a worker
+            thread (``anyio.to_thread.run_sync``).
+        is_async: whether ``fn`` is a coroutine function.
+        parameters: ``(parameter name, has a default)`` for each parameter of ``fn`` that
+            is not reserved, in signature order.
+        inputs: explicit ``{parameter: upstream task name}`` mapping; any other parameter
+            is fed by the task of the same name.
+        after: names of upstream tasks that must finish first but pass no data.
+        wants_params: ``fn`` declares a ``params`` parameter.
+        wants_context: ``fn`` declares a ``context`` parameter.
+        retry: the :class:`RetryPolicy`.
+        timeout: limit on each attempt, in seconds; ``None`` for no limit.
+        checkpoint: whether the result is checkpointed and the task skipped on a rerun
+            whose cache key matches.
+        cache_key_fn: optional callable ``(params: dict) -> JSON-able value`` whose value
+            is mixed into the cache key (e.g. the digest of an input file).
+        tags: free-form labels, shown by listings.
+        description: the first line of ``fn``'s docstring, or ``""``.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    parameters: tuple[tuple[str, bool], ...]
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    wants_params: bool = False
+    wants_context: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    checkpoint: bool = True
+    cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None
+    tags: tuple[str, ...] = ()
+    description: str = ""
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn)
+
+
+def make_task(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    inputs: Mapping[str, str] | None,
+    after: tuple[str, ...],
+    retry: RetryPolicy,
+    timeout: float | None,
+    checkpoint: bool,
+    cache_key_fn: Callable[[Mapping[str, Any]], Any] | None,
+    tags: tuple[str, ...],
+) -> Task:
+    """Build a :class:`Task` from a function and the decorator's options.
+
+    Raises:
+        InvalidTaskNameError: the name is not a Python identifier.
+        PipelineDefinitionError: ``fn`` is not callable, takes ``*args``/``**kwargs`` or
+            positional-only parameters, ``inputs`` names a parameter ``fn`` lacks, or
+            ``timeout`` is not a positive number of seconds.
+    """
+    if not callable(fn):
+        raise PipelineDefinitionError(f"a task must be a function, not {fn!r}")
+    task_name = name if name is not None else getattr(fn, "__name__", None)
+    if not isinstance(task_name, str) or not task_name.isidentifier():
+        raise InvalidTaskNameError(
+            f"task name {task_name!r} is not a Python identifier; "
+            "pass name='...' with letters, digits and underscores only"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise PipelineDefinitionError(f"task {task_name!r}: cannot read its signature") from exc
+
+    parameters: list[tuple[str, bool]] = []
+    wants_params = wants_context = False
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise PipelineDefinitionError(
+                f"task {task_name!r}: parameter {param.name!r} must be an ordinary named "
+                "parameter (no *args, **kwargs or positional-only parameters)"
+            )
+        if param.name == "params":
+            wants_params = True
+        elif param.name == "context":
+            wants_context = True
+        else:
+            parameters.append((param.name, param.default is not param.empty))
+
+    mapping = dict(inputs or {})
+    declared = {p for p, _ in parameters}
+    for param_name in mapping:
+        if param_name not in declared:
+            raise PipelineDefinitionError(
+                f"task {task_name!r}: inputs maps {param_name!r}, which is not a parameter "
+                f"of {getattr(fn, '__qualname__', fn)!r} (its parameters: "
+                f"{', '.join(sorted(declared)) or 'none'})"
+            )
+    if timeout is not None and not timeout > 0:
+        raise PipelineDefinitionError(
+            f"task {task_name!r}: timeout must be a positive number of seconds or None, not {timeout!r}"
+        )
+    doc = inspect.getdoc(fn) or ""
+    return Task(
+        name=task_name,
+        fn=fn,
+        is_async=_is_async(fn),
+        parameters=tuple(parameters),
+        inputs=mapping,
+        after=after,
+        wants_params=wants_params,
+        wants_context=wants_context,
+        retry=retry,
+        timeout=timeout,
+        checkpoint=checkpoint,
+        cache_key_fn=cache_key_fn,
+        tags=tags,
+        description=doc.splitlines()[0] if doc else "",
+    )
