@@ -61,7 +61,16 @@ from ._graph import Graph, Node
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._result import RunResult, TaskRun
 from ._retry import RetryPolicy
-from ._store import Checkpoint, CheckpointStore, FileStore, MemoryStore, read_json, write_json
+from ._store import (
+    Checkpoint,
+    CheckpointStore,
+    FileStore,
+    MemoryStore,
+    read_json,
+    read_text,
+    write_json,
+)
+from ._store import write_text_atomic as write_text
 from ._task import Task
 
 __version__ = "0.1.0"
@@ -109,7 +118,9 @@ __all__ = [
     "code_digest",
     "file_digest",
     "read_json",
+    "read_text",
     "write_json",
+    "write_text",
 ]
 
 _logger.disable("asyncflow")

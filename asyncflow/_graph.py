@@ -26,7 +26,8 @@ class Node:
     Attributes:
         index: position in definition order (0-based).
         task: the task.
-        inputs: ``(parameter, upstream index)`` for each parameter fed by an upstream task.
+        inputs: ``(parameter, upstream index)`` for each parameter fed by one upstream task.
+        gathers: ``(parameter, upstream indices)`` for each parameter fed a list of results.
         upstream: indices of every upstream task (data and ordering-only), without repeats.
         downstream: indices of every task that lists this one upstream, in definition order.
     """
@@ -34,6 +35,7 @@ class Node:
     index: int
     task: Task
     inputs: tuple[tuple[str, int], ...]
+    gathers: tuple[tuple[str, tuple[int, ...]], ...]
     upstream: tuple[int, ...]
     downstream: tuple[int, ...]
 
@@ -83,12 +85,22 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
     index = {task.name: i for i, task in enumerate(tasks)}
     names = list(index)
     inputs: list[tuple[tuple[str, int], ...]] = []
+    gathers: list[tuple[tuple[str, tuple[int, ...]], ...]] = []
     upstream: list[tuple[int, ...]] = []
     for task in tasks:
         feeds: list[tuple[str, int]] = []
+        lists: list[tuple[str, tuple[int, ...]]] = []
         for param, has_default in task.parameters:
             source = task.inputs.get(param)
-            if source is not None:
+            if isinstance(source, tuple):
+                for name in source:
+                    if name not in index:
+                        raise UnknownDependencyError(
+                            f"task {task.name!r} maps parameter {param!r} to {name!r}, which is "
+                            f"not defined{_suggest(name, names)}"
+                        )
+                lists.append((param, tuple(index[name] for name in source)))
+            elif source is not None:
                 if source not in index:
                     raise UnknownDependencyError(
                         f"task {task.name!r} maps parameter {param!r} to {source!r}, which is "
@@ -104,6 +116,8 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
                     "inputs={...}, or rename it after an upstream task)"
                 )
         ups = dict.fromkeys(i for _, i in feeds)
+        for _, group in lists:
+            ups.update(dict.fromkeys(group))
         for dep in task.after:
             if dep not in index:
                 raise UnknownDependencyError(
@@ -111,6 +125,7 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
                 )
             ups[index[dep]] = None
         inputs.append(tuple(feeds))
+        gathers.append(tuple(lists))
         upstream.append(tuple(ups))
 
     sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
@@ -126,7 +141,14 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
         for u in ups_i:
             downstream[u].append(i)
     nodes = tuple(
-        Node(index=i, task=t, inputs=inputs[i], upstream=upstream[i], downstream=tuple(downstream[i]))
+        Node(
+            index=i,
+            task=t,
+            inputs=inputs[i],
+            gathers=gathers[i],
+            upstream=upstream[i],
+            downstream=tuple(downstream[i]),
+        )
         for i, t in enumerate(tasks)
     )
     return Graph(nodes=nodes, index=index, order=order)

@@ -68,7 +68,7 @@ class Pipeline:
         /,
         *,
         name: str | None = None,
-        inputs: Mapping[str, str] | None = None,
+        inputs: Mapping[str, str | Sequence[str]] | None = None,
         after: Iterable[str | Callable[..., Any]] = (),
         retries: int = 0,
         retry_delay: float = 1.0,
@@ -88,7 +88,7 @@ class Pipeline:
         /,
         *,
         name: str | None = None,
-        inputs: Mapping[str, str] | None = None,
+        inputs: Mapping[str, str | Sequence[str]] | None = None,
         after: Iterable[str | Callable[..., Any]] = (),
         retries: int = 0,
         retry_delay: float = 1.0,
@@ -112,7 +112,8 @@ class Pipeline:
             name: the task's name (a Python identifier); defaults to the function's name.
                 Required when one function is registered several times in a loop.
             inputs: ``{parameter: upstream task name}`` for parameters not named after
-                their upstream task.
+                their upstream task; a list of names feeds the parameter a list of those
+                tasks' results in that order (fan-in).
             after: upstream tasks (names or decorated functions) that must finish first
                 but pass no data.
             retries: retries after the first attempt: at most ``retries + 1`` attempts.

@@ -275,7 +275,10 @@ class _Run:
                     self.succeed(i, checkpoint.result, TaskState.CACHED)
                     return
 
-        kwargs = {param: self.results[u] for param, u in node.inputs}
+        results = self.results
+        kwargs = {param: results[u] for param, u in node.inputs}
+        for param, group in node.gathers:
+            kwargs[param] = [results[u] for u in group]
         if task.wants_params:
             kwargs["params"] = dict(self.params)
         policy = task.retry
@@ -385,7 +388,8 @@ class _Run:
             params=self.params if task.wants_params else None,
             extra=extra,
             upstream=[(nodes[u].name, keys[u] or "") for u in node.upstream]
-            + [(param, nodes[u].name) for param, u in node.inputs],
+            + [(param, nodes[u].name) for param, u in node.inputs]
+            + [(param, ",".join(nodes[u].name for u in group)) for param, group in node.gathers],
         )
 
     # -- outcomes -------------------------------------------------------------------------

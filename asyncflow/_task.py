@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +33,9 @@ class Task:
         is_async: whether ``fn`` is a coroutine function.
         parameters: ``(parameter name, has a default)`` for each parameter of ``fn`` that
             is not reserved, in signature order.
-        inputs: explicit ``{parameter: upstream task name}`` mapping; any other parameter
-            is fed by the task of the same name.
+        inputs: explicit ``{parameter: upstream task name}`` mapping; a value that is a
+            tuple of names feeds the parameter a list of those tasks' results, in that
+            order (fan-in). Any other parameter is fed by the task of the same name.
         after: names of upstream tasks that must finish first but pass no data.
         wants_params: ``fn`` declares a ``params`` parameter.
         wants_context: ``fn`` declares a ``context`` parameter.
@@ -52,7 +53,7 @@ class Task:
     fn: Callable[..., Any]
     is_async: bool
     parameters: tuple[tuple[str, bool], ...]
-    inputs: Mapping[str, str] = field(default_factory=dict)
+    inputs: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
     after: tuple[str, ...] = ()
     wants_params: bool = False
     wants_context: bool = False
@@ -74,7 +75,7 @@ def make_task(
     fn: Callable[..., Any],
     *,
     name: str | None,
-    inputs: Mapping[str, str] | None,
+    inputs: Mapping[str, str | Sequence[str]] | None,
     after: tuple[str, ...],
     retry: RetryPolicy,
     timeout: float | None,
@@ -118,7 +119,17 @@ def make_task(
         else:
             parameters.append((param.name, param.default is not param.empty))
 
-    mapping = dict(inputs or {})
+    mapping: dict[str, str | tuple[str, ...]] = {}
+    for param_name, source in (inputs or {}).items():
+        if isinstance(source, str):
+            mapping[param_name] = source
+        elif isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
+            mapping[param_name] = tuple(source)
+        else:
+            raise PipelineDefinitionError(
+                f"task {task_name!r}: inputs[{param_name!r}] must be a task name or a list of "
+                f"task names, not {source!r}"
+            )
     declared = {p for p, _ in parameters}
     for param_name in mapping:
         if param_name not in declared:
