@@ -1,0 +1,353 @@
+"""The command line: ``python -m asyncflow MODULE [options]``.
+
+Exit codes: 0 every task succeeded or was cached; 1 a task failed, was skipped or was
+cancelled (or asyncflow itself failed); 2 a usage error (bad option, unknown module, a
+module that raises on import, an invalid pipeline or parameter, an unusable working
+directory); 130 interrupted with Ctrl-C. Errors are one line on stderr; full tracebacks
+go to the run's log file, ``<workdir>/runs/<run id>/run.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
+
+import anyio
+from loguru import logger
+
+from . import __version__
+from ._errors import PipelineDefinitionError
+from ._logging import add_cli_sinks
+from ._pipeline import DEFAULT_WORKDIR, Pipeline
+from ._result import RunResult
+from ._runner import new_run_id
+
+__all__ = ["UsageError", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+class UsageError(Exception):
+    """A problem with the command line's input; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m asyncflow``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m asyncflow",
+        description="Run an asyncflow pipeline: every task starts as soon as its upstream "
+        "tasks finish; finished tasks are checkpointed and skipped on the next run.",
+        epilog="Exit codes: 0 all tasks succeeded or cached; 1 a task failed or was skipped; "
+        "2 usage error; 130 interrupted. Example: python -m asyncflow pipelines.prices "
+        "--param holdout=24",
+    )
+    parser.add_argument(
+        "module",
+        help="the pipeline module: a dotted module name importable from the current "
+        "directory (pipelines.prices) or a path to a .py file",
+    )
+    parser.add_argument(
+        "--pipeline",
+        metavar="NAME",
+        help="which Pipeline to run when the module defines several (its name or variable name)",
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a run parameter (repeatable). The value is converted to the type of the "
+        "parameter's default (int, float, bool, str); other values are read as JSON if "
+        "they parse, else kept as text",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=DEFAULT_WORKDIR,
+        metavar="DIR",
+        help=f"working directory for checkpoints, logs and outputs (default: ./{DEFAULT_WORKDIR})",
+    )
+    parser.add_argument(
+        "--no-skip",
+        action="store_true",
+        help="run every task even if its checkpoint is current (checkpoints are rewritten)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="run at most N tasks at once (default: no limit)",
+    )
+    parser.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="cancel the rest of the run at the first failed task (default: only the failed "
+        "task's downstream tasks are skipped)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the anyio event loop backend (default: asyncio)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        metavar="LEVEL",
+        help=f"console log level, one of {', '.join(LOG_LEVELS)} (default: INFO); the log "
+        "file always records DEBUG",
+    )
+    parser.add_argument("--version", action="version", version=f"asyncflow {__version__}")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# -- loading the pipeline ------------------------------------------------------------------
+
+
+def load_module(spec: str) -> ModuleType:
+    """Import the pipeline module named by ``spec`` (dotted name or ``.py`` path).
+
+    Raises:
+        UsageError: the module does not exist, or raised while being imported (the
+            message holds the module's own traceback, without importlib's frames).
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            path = Path(spec)
+            if not path.is_file():
+                raise UsageError(f"pipeline file {spec!r} does not exist")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None:
+                raise UsageError(f"cannot import {spec!r} as a Python module")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[path.stem] = module
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
+            raise UsageError(
+                f"no module named {spec!r} (run from the directory that contains it, or pass "
+                "the path of a .py file)"
+            ) from None
+        raise UsageError(_import_failure(spec, exc)) from exc
+    except UsageError:
+        raise
+    except BaseException as exc:
+        if not isinstance(exc, Exception | SystemExit):
+            raise
+        raise UsageError(_import_failure(spec, exc)) from exc
+
+
+def _import_failure(spec: str, exc: BaseException) -> str:
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in frame.filename and not frame.filename.startswith("<frozen")
+        and not frame.filename.endswith(os.path.join("asyncflow", "_cli.py"))
+    ]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(exc)
+    return f"importing {spec!r} failed:\n" + "".join(lines).rstrip()
+
+
+def find_pipeline(module: ModuleType, name: str | None) -> Pipeline:
+    """The module-level :class:`Pipeline` of ``module``.
+
+    Raises:
+        UsageError: there is none; or several and ``name`` does not select one.
+    """
+    found: dict[int, tuple[str, Pipeline]] = {}
+    for var, value in vars(module).items():
+        if isinstance(value, Pipeline):
+            found.setdefault(id(value), (var, value))
+    candidates = list(found.values())
+    if name is not None:
+        for var, pipeline in candidates:
+            if name in (var, pipeline.name):
+                return pipeline
+        names = ", ".join(p.name for _, p in candidates) or "none"
+        raise UsageError(f"module {module.__name__!r} has no pipeline named {name!r} (found: {names})")
+    if not candidates:
+        raise UsageError(
+            f"module {module.__name__!r} defines no asyncflow.Pipeline at module level "
+            "(create one with pipeline = asyncflow.Pipeline('name'))"
+        )
+    if len(candidates) > 1:
+        names = ", ".join(p.name for _, p in candidates)
+        raise UsageError(
+            f"module {module.__name__!r} defines {len(candidates)} pipelines ({names}); "
+            "choose one with --pipeline NAME"
+        )
+    return candidates[0][1]
+
+
+def parse_params(pairs: Sequence[str], pipeline: Pipeline) -> dict[str, Any]:
+    """Turn ``KEY=VALUE`` strings into parameters, typed after the pipeline's defaults.
+
+    Raises:
+        UsageError: a pair without ``=``, or a value that does not convert.
+    """
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--param expects KEY=VALUE, got {pair!r}")
+        default = pipeline.params.get(key)
+        try:
+            params[key] = _convert(raw, default)
+        except ValueError as exc:
+            raise UsageError(f"--param {key}={raw}: {exc}") from None
+    return params
+
+
+def _convert(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected a boolean (true/false, yes/no, 1/0, on/off)")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if isinstance(default, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        if default is not None:
+            raise ValueError(f"expected JSON like the default {json.dumps(default)}") from None
+        return raw
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_summary(result: RunResult, sinks: frozenset[str]) -> str:
+    """The summary table printed after a run: one row per task.
+
+    Columns: task, state, attempts, duration (seconds), and a note: the error of a failed
+    task, the reason of a skipped or cancelled one, the result of a final (sink) task.
+    """
+    rows = [("task", "state", "attempts", "duration", "note")]
+    for name, run in result.tasks.items():
+        if run.error is not None:
+            note = f"{type(run.error).__name__}: {run.error}"
+        elif run.reason is not None:
+            note = run.reason
+        elif name in sinks and run.state.is_ok:
+            note = _short(run.result)
+        else:
+            note = ""
+        duration = f"{run.duration:.3f} s" if run.duration is not None else "-"
+        rows.append((name, run.state.value, str(run.attempts), duration, _short(note, 100)))
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    lines = []
+    for row in rows:
+        cells = [row[c].ljust(widths[c]) if c != 2 else row[c].rjust(widths[c]) for c in range(4)]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
+    counts = ", ".join(f"{n} {state.value}" for state, n in result.counts.items())
+    status = "ok" if result.ok else "FAILED"
+    lines.append(f"\nrun {result.run_id} {status}: {counts} in {result.duration:.2f} s")
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"asyncflow: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Usage errors exit with code 2 through ``SystemExit`` (argparse's convention).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        module = load_module(args.module)
+        pipeline = find_pipeline(module, args.pipeline)
+        params = pipeline.resolve_params(parse_params(args.param, pipeline))
+        pipeline.validate()
+    except (UsageError, PipelineDefinitionError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+
+    workdir: Path = args.workdir
+    run_id = new_run_id()
+    log_file = workdir / "runs" / run_id / "run.log"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(workdir, os.W_OK):
+            raise PermissionError(f"permission denied: {str(workdir)!r}")
+    except OSError as exc:
+        _fail(f"cannot use working directory {str(workdir)!r}: {exc.strerror or exc}", EXIT_USAGE)
+    add_cli_sinks(level=args.log_level, log_file=log_file)
+
+    async def run() -> RunResult:
+        return await pipeline.run(
+            params=params,
+            workdir=workdir,
+            force=args.no_skip,
+            max_concurrency=args.max_concurrency,
+            fail_fast=args.fail_fast,
+            run_id=run_id,
+        )
+
+    try:
+        result = anyio.run(run, backend=args.backend)
+    except KeyboardInterrupt:
+        print(f"\nasyncflow: interrupted; finished tasks are checkpointed (log: {log_file})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug in asyncflow, or an error it did not foresee
+        logger.opt(exception=exc).bind(run_id=run_id, task="-").critical("asyncflow failed")
+        _fail(f"asyncflow failed: {type(exc).__name__}: {exc} (traceback in {log_file})", EXIT_FAILED)
+
+    graph = pipeline.validate()
+    sinks = frozenset(node.name for node in graph.nodes if not node.downstream)
+    print(render_summary(result, sinks))
+    print(f"log: {log_file}")
+    return EXIT_OK if result.ok else EXIT_FAILED

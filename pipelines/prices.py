@@ -1,0 +1,175 @@
+"""Monthly stock prices: ingest → clean → fit → report, one parallel branch per ticker.
+
+Run it with ``python -m asyncflow pipelines.prices``. Data: ``pipelines/data/stocks.csv``,
+monthly closing prices (US dollars) of five tickers, January 2000 to March 2010, columns
+``symbol,date,price`` with dates like ``Jan 1 2000`` (from the vega-datasets package).
+
+The DAG::
+
+    ingest ─┬─ clean_AAPL ── fit_AAPL ─┐
+            ├─ clean_AMZN ── fit_AMZN ─┤
+            ├─ ...                     ├─ report
+            └─ clean_MSFT ── fit_MSFT ─┘
+
+``ingest`` reads the CSV asynchronously; its cache key includes the file's SHA-256, so
+editing the CSV re-runs everything. Each ``fit_*`` scores three one-step-ahead forecasters
+on the last ``holdout`` months (held out from fitting):
+
+* ``mean``: the mean of the training prices (the original demo's predictor);
+* ``last_value``: the last training price (the naive random-walk forecast);
+* ``drift``: the last price plus the average monthly change over the training period
+  (the random walk with drift of Hyndman & Athanasopoulos, *Forecasting: Principles and
+  Practice*, 3rd ed., section 5.2), extrapolated h months ahead.
+
+Errors are MAE and RMSE in dollars and MAPE in percent. ``report`` writes
+``<workdir>/prices_report.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import math
+import statistics
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncflow
+
+DATA = Path(__file__).parent / "data" / "stocks.csv"
+TICKERS = ("AAPL", "AMZN", "GOOG", "IBM", "MSFT")
+"""The tickers that get a branch; a ticker missing from the CSV fails its own branch only."""
+
+pipeline = asyncflow.Pipeline(
+    "prices",
+    params={"csv": str(DATA), "holdout": 12},
+    description="Monthly closing prices of five tickers: clean, fit three forecasters, report.",
+)
+
+
+@pipeline.task(cache_key_fn=lambda params: asyncflow.file_digest(params["csv"]), retries=2, retry_delay=0.2)
+async def ingest(params: dict[str, Any], context: asyncflow.RunContext) -> dict[str, list[list[str]]]:
+    """Read the CSV; return ``{ticker: [[date text, price text], ...]}`` in file order."""
+    text = await asyncflow.read_text(params["csv"])
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"symbol", "date", "price"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{params['csv']}: missing column(s) {', '.join(sorted(missing))}")
+    rows: dict[str, list[list[str]]] = {}
+    for row in reader:
+        rows.setdefault((row["symbol"] or "").strip(), []).append([row["date"], row["price"]])
+    context.logger.info("read {} rows of {} tickers from {}", sum(map(len, rows.values())), len(rows), params["csv"])
+    return rows
+
+
+def clean(ingest: dict[str, list[list[str]]], ticker: str = "") -> list[list[Any]]:
+    """Parse dates and prices of one ticker, drop missing or non-numeric prices and
+    duplicate dates, sort by date; return ``[[ISO date, price in USD], ...]``."""
+    if ticker not in ingest:
+        raise KeyError(f"ticker {ticker!r} is not in the CSV (found: {', '.join(sorted(ingest))})")
+    by_date: dict[str, float] = {}
+    for date_text, price_text in ingest[ticker]:
+        try:
+            date = datetime.strptime(date_text.strip(), "%b %d %Y").date().isoformat()
+            price = float(price_text)
+        except (ValueError, AttributeError):
+            continue
+        if math.isfinite(price) and price > 0:
+            by_date[date] = price
+    return [[date, by_date[date]] for date in sorted(by_date)]
+
+
+def _errors(actual: list[float], predicted: list[float]) -> dict[str, float]:
+    diffs = [p - a for a, p in zip(actual, predicted, strict=True)]
+    return {
+        "mae": statistics.fmean(abs(d) for d in diffs),
+        "rmse": math.sqrt(statistics.fmean(d * d for d in diffs)),
+        "mape": 100 * statistics.fmean(abs(d) / a for d, a in zip(diffs, actual, strict=True)),
+    }
+
+
+def fit(series: list[list[Any]], params: dict[str, Any], ticker: str = "") -> dict[str, Any]:
+    """Fit and score the three forecasters on one ticker's cleaned series.
+
+    Returns statistics of the whole series (first/last date and price, total return in
+    percent, annualised volatility of monthly log returns in percent) and, per model,
+    its errors on the last ``holdout`` months.
+    """
+    holdout = int(params["holdout"])
+    if holdout < 1:
+        raise ValueError(f"holdout must be at least 1 month, not {holdout}")
+    if len(series) < holdout + 2:
+        raise ValueError(f"{ticker}: {len(series)} months of data, need at least holdout + 2 = {holdout + 2}")
+    prices = [price for _, price in series]
+    train, test = prices[:-holdout], prices[-holdout:]
+    steps = range(1, holdout + 1)
+    slope = (train[-1] - train[0]) / (len(train) - 1)
+    forecasts = {
+        "mean": [statistics.fmean(train)] * holdout,
+        "last_value": [train[-1]] * holdout,
+        "drift": [train[-1] + h * slope for h in steps],
+    }
+    models = {name: _errors(test, predicted) for name, predicted in forecasts.items()}
+    returns = [math.log(b / a) for a, b in zip(prices, prices[1:])]
+    return {
+        "ticker": ticker,
+        "months": len(prices),
+        "first": series[0],
+        "last": series[-1],
+        "total_return_pct": 100 * (prices[-1] / prices[0] - 1),
+        "volatility_pct": 100 * statistics.stdev(returns) * math.sqrt(12),
+        "holdout": holdout,
+        "models": models,
+        "best": min(models, key=lambda name: models[name]["mae"]),
+    }
+
+
+# The fan-out: one clean -> fit branch per ticker, the ticker bound with functools.partial
+# (it becomes part of each task's cache key).
+for _ticker in TICKERS:
+    pipeline.task(functools.partial(clean, ticker=_ticker), name=f"clean_{_ticker}")
+    pipeline.task(functools.partial(fit, ticker=_ticker), name=f"fit_{_ticker}", inputs={"series": f"clean_{_ticker}"})
+
+
+def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
+    holdout = fits[0]["holdout"]
+    lines = [
+        "# Monthly closing prices: statistics and forecast errors",
+        "",
+        f"Data: `{csv_path}`. Forecasts are scored on the last {holdout} months, held out from fitting.",
+        "",
+        "| ticker | months | from | to | first $ | last $ | total return % | volatility % (annual) |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for f in fits:
+        lines.append(
+            f"| {f['ticker']} | {f['months']} | {f['first'][0]} | {f['last'][0]} | {f['first'][1]:.2f} "
+            f"| {f['last'][1]:.2f} | {f['total_return_pct']:.1f} | {f['volatility_pct']:.1f} |"
+        )
+    lines += [
+        "",
+        f"## Forecast errors over the last {holdout} months",
+        "",
+        "| ticker | model | MAE $ | RMSE $ | MAPE % |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for f in fits:
+        for name, err in f["models"].items():
+            mark = " **(best)**" if name == f["best"] else ""
+            lines.append(f"| {f['ticker']} | {name}{mark} | {err['mae']:.2f} | {err['rmse']:.2f} | {err['mape']:.1f} |")
+    wins: dict[str, int] = {}
+    for f in fits:
+        wins[f["best"]] = wins.get(f["best"], 0) + 1
+    summary = ", ".join(f"{name} on {n} ticker{'s' if n > 1 else ''}" for name, n in sorted(wins.items()))
+    lines += ["", f"Lowest MAE: {summary}.", ""]
+    return "\n".join(lines)
+
+
+@pipeline.task(inputs={"fits": [f"fit_{t}" for t in TICKERS]})
+async def report(fits: list[dict[str, Any]], params: dict[str, Any], context: asyncflow.RunContext) -> str:
+    """Write ``<workdir>/prices_report.md`` from every ticker's fit; return its path."""
+    path = context.workdir / "prices_report.md"
+    await asyncflow.write_text(path, _render(fits, params["csv"]))
+    return str(path)
