@@ -14,6 +14,7 @@ Every error asyncflow raises on purpose derives from :class:`AsyncflowError`::
      │    ├── TaskTimeoutError (also TimeoutError)   an attempt ran past ``timeout``
      │    ├── ForgottenAwaitError (also TypeError)   a task returned an un-awaited coroutine
      │    └── CheckpointError                        a result could not be checkpointed
+     ├── MissingCheckpointError                      a partial run needs results never saved
      └── RunFailedError                              raised by ``RunResult.raise_for_failures()``
 
 Definition errors are also :class:`ValueError` so that code which validates input the
@@ -32,6 +33,7 @@ __all__ = [
     "DuplicateTaskError",
     "ForgottenAwaitError",
     "InvalidTaskNameError",
+    "MissingCheckpointError",
     "ParamError",
     "PipelineDefinitionError",
     "RunFailedError",
@@ -124,6 +126,22 @@ class ForgottenAwaitError(TaskError, TypeError):
 
 class CheckpointError(TaskError):
     """A task's result cannot be stored as a JSON checkpoint (wrong type, NaN, disk error)."""
+
+
+class MissingCheckpointError(AsyncflowError):
+    """A partial run needs upstream results that have no checkpoint; raised before it starts.
+
+    Attributes:
+        tasks: the names of the upstream tasks without a checkpoint, in definition order.
+    """
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        self.tasks: tuple[str, ...] = tuple(tasks)
+        names = ", ".join(repr(t) for t in self.tasks)
+        super().__init__(
+            f"the selected tasks need the results of {names}, which have no checkpoint; "
+            "run the pipeline without a selection first, or select these tasks too"
+        )
 
 
 class RunFailedError(AsyncflowError):

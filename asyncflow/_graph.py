@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._errors import CycleError, UnboundParameterError, UnknownDependencyError
@@ -63,6 +63,64 @@ class Graph:
     def node(self, name: str) -> Node:
         """The node of task ``name``; raises ``KeyError`` if there is none."""
         return self.nodes[self.index[name]]
+
+    def indices(self, names: Iterable[str]) -> set[int]:
+        """The node indices of ``names``.
+
+        Raises:
+            UnknownDependencyError: a name is not a task of the graph (with a suggestion).
+        """
+        found = set()
+        for name in names:
+            if name not in self.index:
+                raise UnknownDependencyError(
+                    f"there is no task named {name!r}{_suggest(name, list(self.index))}"
+                )
+            found.add(self.index[name])
+        return found
+
+    def upstream_closure(self, start: Iterable[int]) -> set[int]:
+        """``start`` and every task upstream of it (its ancestors), as node indices."""
+        return self._closure(start, lambda node: node.upstream)
+
+    def downstream_closure(self, start: Iterable[int]) -> set[int]:
+        """``start`` and every task downstream of it (its descendants), as node indices."""
+        return self._closure(start, lambda node: node.downstream)
+
+    def subgraph(self, keep: Iterable[int]) -> Graph:
+        """The graph of the nodes in ``keep`` only, renumbered in definition order.
+
+        ``keep`` must be closed under upstream (use :meth:`upstream_closure`), so that
+        every kept task still has all of its upstream tasks.
+        """
+        kept = sorted(set(keep))
+        new = {old: i for i, old in enumerate(kept)}
+        nodes = tuple(
+            Node(
+                index=new[old],
+                task=self.nodes[old].task,
+                inputs=tuple((p, new[u]) for p, u in self.nodes[old].inputs),
+                gathers=tuple((p, tuple(new[u] for u in g)) for p, g in self.nodes[old].gathers),
+                upstream=tuple(new[u] for u in self.nodes[old].upstream),
+                downstream=tuple(new[d] for d in self.nodes[old].downstream if d in new),
+            )
+            for old in kept
+        )
+        return Graph(
+            nodes=nodes,
+            index={node.name: node.index for node in nodes},
+            order=tuple(new[i] for i in self.order if i in new),
+        )
+
+    def _closure(self, start: Iterable[int], step: Callable[[Node], tuple[int, ...]]) -> set[int]:
+        seen = set(start)
+        stack = list(seen)
+        while stack:
+            for nxt in step(self.nodes[stack.pop()]):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
 
 
 def _suggest(name: str, known: Sequence[str]) -> str:

@@ -229,6 +229,7 @@ class Pipeline:
         store: CheckpointStore | None = None,
         run_id: str | None = None,
         seed: int | None = None,
+        only: Iterable[str] | None = None,
     ) -> RunResult:
         """Run the pipeline once, inside the caller's event loop (asyncio or trio).
 
@@ -249,6 +250,9 @@ class Pipeline:
                 under ``workdir`` (e.g. :class:`~asyncflow.MemoryStore`).
             run_id: the run's id; a fresh one by default.
             seed: seed for the jitter's random numbers, for reproducible waits.
+            only: run just these tasks (names); the tasks upstream of them that are not
+                listed are loaded from their checkpoints (even stale ones), and all other
+                tasks are left out of the run and of its result.
 
         Returns:
             the :class:`~asyncflow.RunResult`; failed tasks do not raise (see
@@ -257,6 +261,9 @@ class Pipeline:
         Raises:
             PipelineDefinitionError: the pipeline is invalid (before anything runs).
             ParamError: an undeclared parameter.
+            UnknownDependencyError: ``only`` names a task that does not exist.
+            MissingCheckpointError: ``only`` needs upstream results that were never
+                checkpointed (nothing has run).
             ValueError: ``max_concurrency`` is not a positive int.
             OSError: the working directory cannot be created.
             Cancellation: when the caller is cancelled, the running tasks are cancelled
@@ -283,6 +290,7 @@ class Pipeline:
             listeners=all_listeners,
             run_id=run_id,
             seed=seed,
+            selected=None if only is None else list(only),
         )
 
     def run_sync(

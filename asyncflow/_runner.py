@@ -50,7 +50,7 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from loguru import logger
 
 from ._cache import code_digest, task_cache_key
 from ._context import RunContext
-from ._errors import CheckpointError, ForgottenAwaitError, TaskTimeoutError
+from ._errors import CheckpointError, ForgottenAwaitError, MissingCheckpointError, TaskTimeoutError
 from ._events import (
     AttemptFailed,
     Event,
@@ -77,7 +77,7 @@ from ._events import (
 )
 from ._graph import Graph, Node
 from ._result import RunResult, TaskRun
-from ._store import CheckpointStore
+from ._store import Checkpoint, CheckpointStore
 
 __all__ = ["execute", "new_run_id"]
 
@@ -106,6 +106,7 @@ class _Run:
         listeners: Sequence[Listener],
         run_id: str,
         rng: random.Random,
+        preloaded: Mapping[int, Checkpoint],
     ) -> None:
         n = len(graph.nodes)
         self.graph = graph
@@ -120,6 +121,7 @@ class _Run:
         self.listeners = list(listeners)
         self.run_id = run_id
         self.rng = rng
+        self.preloaded = preloaded
         self.remaining = [len(node.upstream) for node in graph.nodes]
         self.states = [PENDING] * n
         self.results: list[Any] = [None] * n
@@ -255,6 +257,28 @@ class _Run:
         self.started[i] = anyio.current_time()
         store = self.store
         key = None
+        preloaded = self.preloaded.get(i) if self.preloaded else None
+        if preloaded is not None:  # outside the selection of a partial run
+            try:
+                stale = await self.cache_key(node) != preloaded.cache_key
+            except Exception:
+                stale = True
+            if stale:
+                logger.bind(run_id=self.run_id, task=task.name).warning(
+                    "using a stale checkpoint: the task or its upstream changed since it was saved"
+                )
+            self.keys[i] = preloaded.cache_key
+            if self.listeners:
+                self.emit(
+                    TaskCached(
+                        run_id=self.run_id,
+                        time=anyio.current_time(),
+                        task=task.name,
+                        cache_key=preloaded.cache_key,
+                    )
+                )
+            self.succeed(i, preloaded.result, TaskState.CACHED)
+            return
         if store is not None:
             try:
                 key = self.keys[i] = await self.cache_key(node)
@@ -475,16 +499,40 @@ async def execute(
     listeners: Sequence[Listener] = (),
     run_id: str | None = None,
     seed: int | None = None,
+    selected: Iterable[str] | None = None,
 ) -> RunResult:
     """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
 
+    With ``selected`` (task names), only those tasks run; the tasks upstream of them that
+    are not selected are loaded from their checkpoints whatever their cache key (with a
+    warning when it is stale), and every other task is left out of the run and its result.
+
     Raises:
+        MissingCheckpointError: ``selected`` needs upstream results that have no checkpoint
+            (or the run has no store); nothing has run.
+        UnknownDependencyError: ``selected`` names a task that does not exist.
         ValueError: ``max_concurrency`` is not a positive int.
         anyio's cancellation exception: the caller was cancelled; every running task was
             cancelled and awaited before it propagates.
     """
     if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
         raise ValueError(f"max_concurrency must be a positive int or None, not {max_concurrency!r}")
+    preloaded: dict[int, Checkpoint] = {}
+    if selected is not None:
+        chosen = graph.indices(selected)
+        graph = graph.subgraph(graph.upstream_closure(chosen))
+        chosen = {graph.index[n] for n in selected}
+        missing = []
+        for node in graph.nodes:
+            if node.index in chosen:
+                continue
+            checkpoint = await store.load(node.name) if store is not None else None
+            if checkpoint is None:
+                missing.append(node.name)
+            else:
+                preloaded[node.index] = checkpoint
+        if missing:
+            raise MissingCheckpointError(missing)
     run = _Run(
         graph,
         pipeline=pipeline,
@@ -497,5 +545,6 @@ async def execute(
         listeners=listeners,
         run_id=run_id or new_run_id(),
         rng=random.Random(seed),
+        preloaded=preloaded,
     )
     return await run.execute()
