@@ -130,7 +130,8 @@ class Pipeline:
                 tasks that must always run.
             cache_key_fn: ``(params) -> value`` mixed into the cache key, e.g.
                 ``lambda p: asyncflow.file_digest(p["csv"])`` for an input file.
-            tags: labels shown by listings.
+            tags: labels; a run's ``pools={tag: limit}`` caps how many tasks with a tag
+                run at once.
 
         Raises:
             DuplicateTaskError: a task of that name already exists.
@@ -230,6 +231,7 @@ class Pipeline:
         run_id: str | None = None,
         seed: int | None = None,
         only: Iterable[str] | None = None,
+        pools: Mapping[str, int] | None = None,
     ) -> RunResult:
         """Run the pipeline once, inside the caller's event loop (asyncio or trio).
 
@@ -253,6 +255,8 @@ class Pipeline:
             only: run just these tasks (names); the tasks upstream of them that are not
                 listed are loaded from their checkpoints (even stale ones), and all other
                 tasks are left out of the run and of its result.
+            pools: ``{tag: limit}``: at most ``limit`` tasks carrying ``tag`` (see the
+                ``tags`` option of :meth:`task`) run at once, on top of ``max_concurrency``.
 
         Returns:
             the :class:`~asyncflow.RunResult`; failed tasks do not raise (see
@@ -264,7 +268,7 @@ class Pipeline:
             UnknownDependencyError: ``only`` names a task that does not exist.
             MissingCheckpointError: ``only`` needs upstream results that were never
                 checkpointed (nothing has run).
-            ValueError: ``max_concurrency`` is not a positive int.
+            ValueError: ``max_concurrency`` or a pool limit is not a positive int.
             OSError: the working directory cannot be created.
             Cancellation: when the caller is cancelled, the running tasks are cancelled
                 and awaited first; nothing is left running.
@@ -291,6 +295,7 @@ class Pipeline:
             run_id=run_id,
             seed=seed,
             selected=None if only is None else list(only),
+            pools=pools,
         )
 
     def run_sync(

@@ -16,8 +16,10 @@ Whenever a worker takes a task and more are still waiting, it starts one further
 starts. So every ready task starts as soon as the event loop can run it, as concurrently
 as with one anyio task per task, but a chain of quick tasks reuses one worker instead of
 paying to spawn one per task. ``max_concurrency`` bounds the number of tasks being run at
-once: a worker takes a task only while fewer are running. Waiting happens in the queue,
-not by holding a slot, so limits cannot deadlock.
+once: a worker takes a task only while fewer are running. Pools (``pools={tag: limit}``)
+add a limit per task tag: a task whose pool is full is parked in that pool's queue and
+put back at the front of the ready queue when a slot of the pool frees. Waiting happens in
+queues, never while holding a slot, so no combination of limits can deadlock.
 
 Attempts. Each attempt of a task runs under a cancel scope only when the task has a
 ``timeout`` (``anyio.move_on_after``). A failed attempt whose exception the task's
@@ -91,6 +93,17 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+class _Pool:
+    """A concurrency limit shared by the tasks with one tag: slots in use and parked tasks."""
+
+    __slots__ = ("limit", "running", "waiting")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self.waiting: deque[int] = deque()
+
+
 class _Run:
     def __init__(
         self,
@@ -107,6 +120,7 @@ class _Run:
         run_id: str,
         rng: random.Random,
         preloaded: Mapping[int, Checkpoint],
+        pools: Mapping[str, int],
     ) -> None:
         n = len(graph.nodes)
         self.graph = graph
@@ -122,6 +136,10 @@ class _Run:
         self.run_id = run_id
         self.rng = rng
         self.preloaded = preloaded
+        self.pools = {tag: _Pool(limit) for tag, limit in pools.items()}
+        self.pool_tags: list[tuple[str, ...]] = (
+            [tuple(t for t in node.task.tags if t in pools) for node in graph.nodes] if pools else []
+        )
         self.remaining = [len(node.upstream) for node in graph.nodes]
         self.states = [PENDING] * n
         self.results: list[Any] = [None] * n
@@ -189,9 +207,13 @@ class _Run:
     async def worker(self) -> None:
         self.spawn_pending = False
         ready = self.ready
+        pool_tags = self.pool_tags
         streak = 0
         while ready and self.running < self.limit and self.cancel_reason is None:
             i = ready.popleft()
+            tags = pool_tags[i] if pool_tags else ()
+            if tags and not self.acquire(i, tags):
+                continue
             self.running += 1
             if ready and not self.spawn_pending and self.running < self.limit:
                 self.spawn_pending = True
@@ -201,10 +223,34 @@ class _Run:
                 await self.run_task(i)
             finally:
                 self.running -= 1
+                if tags:
+                    self.release(tags)
             streak += 1
             if streak == _YIELD_EVERY:
                 streak = 0
                 await anyio.lowlevel.checkpoint()
+
+    def acquire(self, i: int, tags: tuple[str, ...]) -> bool:
+        """Take a slot in every pool of task ``i``, or park it in the first full pool's queue.
+
+        A parked task holds no slot; :meth:`release` puts it back on the ready queue.
+        """
+        pools = self.pools
+        for tag in tags:
+            pool = pools[tag]
+            if pool.running >= pool.limit:
+                pool.waiting.append(i)
+                return False
+        for tag in tags:
+            pools[tag].running += 1
+        return True
+
+    def release(self, tags: tuple[str, ...]) -> None:
+        for tag in tags:
+            pool = self.pools[tag]
+            pool.running -= 1
+            if pool.waiting:
+                self.ready.appendleft(pool.waiting.popleft())
 
     def finish_unfinished(self, reason: str) -> None:
         t = anyio.current_time()
@@ -500,12 +546,16 @@ async def execute(
     run_id: str | None = None,
     seed: int | None = None,
     selected: Iterable[str] | None = None,
+    pools: Mapping[str, int] | None = None,
 ) -> RunResult:
     """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
 
     With ``selected`` (task names), only those tasks run; the tasks upstream of them that
     are not selected are loaded from their checkpoints whatever their cache key (with a
     warning when it is stale), and every other task is left out of the run and its result.
+
+    ``pools`` maps a tag to the most tasks with that tag that may run at once, on top of
+    ``max_concurrency`` (like Airflow pools or Prefect tag limits).
 
     Raises:
         MissingCheckpointError: ``selected`` needs upstream results that have no checkpoint
@@ -517,6 +567,9 @@ async def execute(
     """
     if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
         raise ValueError(f"max_concurrency must be a positive int or None, not {max_concurrency!r}")
+    for tag, limit in (pools or {}).items():
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"the limit of pool {tag!r} must be a positive int, not {limit!r}")
     preloaded: dict[int, Checkpoint] = {}
     if selected is not None:
         chosen = graph.indices(selected)
@@ -546,5 +599,6 @@ async def execute(
         run_id=run_id or new_run_id(),
         rng=random.Random(seed),
         preloaded=preloaded,
+        pools=pools or {},
     )
     return await run.execute()
