@@ -41,9 +41,16 @@ class UsageError(Exception):
     """A problem with the command line's input; printed as one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``asyncflow: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see python -m asyncflow --help)", EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m asyncflow``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m asyncflow",
         description="Run an asyncflow pipeline: every task starts as soon as its upstream "
         "tasks finish; finished tasks are checkpointed and skipped on the next run.",

@@ -1,0 +1,151 @@
+"""The command line end to end: ``python -m asyncflow`` in a subprocess, on the prices pipeline."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CSV = ROOT / "pipelines" / "data" / "stocks.csv"
+TICKERS = ("AAPL", "AMZN", "GOOG", "IBM", "MSFT")
+TASKS = 1 + 2 * len(TICKERS) + 1  # ingest, clean_* and fit_* per ticker, report
+
+
+def asyncflow(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m asyncflow ARGS`` and capture its output (60 s limit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "asyncflow", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def states(stdout: str) -> dict[str, str]:
+    """``{task: state}`` read from the summary table."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = line.split()
+        if len(cells) >= 2 and cells[1] in {"succeeded", "failed", "skipped", "cached", "cancelled"}:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+@pytest.fixture
+def csv_copy(tmp_path: Path) -> Path:
+    """A private copy of the shipped CSV that a test may edit."""
+    copy = tmp_path / "stocks.csv"
+    shutil.copyfile(CSV, copy)
+    return copy
+
+
+def test_first_run_computes_second_run_is_all_cached(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    first = asyncflow("pipelines.prices", "--workdir", workdir)
+    assert first.returncode == 0, first.stderr
+    assert set(states(first.stdout).values()) == {"succeeded"}
+    assert len(states(first.stdout)) == TASKS
+    report = (workdir / "prices_report.md").read_text()
+    for ticker in TICKERS:
+        assert f"| {ticker} |" in report
+    assert sorted(p.stem for p in (workdir / "checkpoints").glob("*.json")) == sorted(states(first.stdout))
+
+    second = asyncflow("pipelines.prices", "--workdir", workdir)
+    assert second.returncode == 0, second.stderr
+    assert set(states(second.stdout).values()) == {"cached"}
+    assert f"ok: {TASKS} cached" in second.stdout
+    assert (workdir / "prices_report.md").read_text() == report
+
+
+def test_changing_the_csv_content_reruns_everything(tmp_path: Path, csv_copy: Path) -> None:
+    workdir = tmp_path / "work"
+    args = ("pipelines.prices", "--workdir", workdir, "--param", f"csv={csv_copy}")
+    assert asyncflow(*args).returncode == 0
+    lines = csv_copy.read_text().splitlines()
+    lines[1] = lines[1].replace("39.81", "40.81")  # MSFT, Jan 2000
+    csv_copy.write_text("\n".join(lines) + "\n")
+
+    rerun = asyncflow(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert set(states(rerun.stdout).values()) == {"succeeded"}
+    assert "| MSFT | 123 | 2000-01-01 | 2010-03-01 | 40.81 |" in (workdir / "prices_report.md").read_text()
+
+
+def test_no_skip_reruns_every_task(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    assert asyncflow("pipelines.prices", "--workdir", workdir).returncode == 0
+    forced = asyncflow("pipelines.prices", "--workdir", workdir, "--no-skip")
+    assert forced.returncode == 0
+    assert set(states(forced.stdout).values()) == {"succeeded"}
+
+
+def test_a_failed_branch_exits_1_and_skips_only_its_downstream(tmp_path: Path, csv_copy: Path) -> None:
+    kept = [line for line in csv_copy.read_text().splitlines() if not line.startswith("IBM,")]
+    csv_copy.write_text("\n".join(kept) + "\n")
+    result = asyncflow("pipelines.prices", "--workdir", tmp_path / "w", "--param", f"csv={csv_copy}")
+    assert result.returncode == 1
+    rows = states(result.stdout)
+    assert rows["clean_IBM"] == "failed"
+    assert rows["fit_IBM"] == "skipped"
+    assert rows["report"] == "skipped"
+    assert all(rows[f"fit_{t}"] == "succeeded" for t in TICKERS if t != "IBM")
+    assert "ticker 'IBM' is not in the CSV" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("no_such_module",), "no module named 'no_such_module'"),
+        (("pipelines.prices", "--param", "holdout"), "--param expects KEY=VALUE, got 'holdout'"),
+        (("pipelines.prices", "--param", "holdout=twelve"), "--param holdout=twelve: expected an integer"),
+        (("pipelines.prices", "--param", "hold=3"), "has no parameter 'hold'; did you mean 'holdout'?"),
+        (("pipelines.prices", "--max-concurrency", "0"), "expected a positive integer, got 0"),
+        (("pipelines.prices", "--log-level", "LOUD"), "--log-level"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = asyncflow(*args, "--workdir", tmp_path / "w")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_module_that_raises_on_import_shows_its_own_traceback(tmp_path: Path) -> None:
+    module = tmp_path / "broken.py"
+    module.write_text("import asyncflow\n\nvalue = 1 / 0\n")
+    result = asyncflow(module, "--workdir", tmp_path / "w")
+    assert result.returncode == 2
+    assert "importing" in result.stderr and "broken.py" in result.stderr
+    assert "ZeroDivisionError: division by zero" in result.stderr
+    assert "importlib" not in result.stderr
+
+
+def test_module_without_pipeline_is_a_usage_error(tmp_path: Path) -> None:
+    module = tmp_path / "empty.py"
+    module.write_text("x = 1\n")
+    result = asyncflow(module, "--workdir", tmp_path / "w")
+    assert result.returncode == 2
+    assert "defines no asyncflow.Pipeline" in result.stderr
+
+
+def test_runs_on_the_trio_backend(tmp_path: Path) -> None:
+    result = asyncflow("pipelines.prices", "--workdir", tmp_path / "w", "--backend", "trio")
+    assert result.returncode == 0, result.stderr
+    assert set(states(result.stdout).values()) == {"succeeded"}
+
+
+def test_log_lines_carry_task_names_and_the_log_file_the_run_id(tmp_path: Path) -> None:
+    workdir = tmp_path / "w"
+    result = asyncflow("pipelines.prices", "--workdir", workdir)
+    assert "clean_AAPL" in result.stderr and "succeeded on attempt 1" in result.stderr
+    (log_file,) = (workdir / "runs").glob("*/run.log")
+    run_id = log_file.parent.name
+    task_lines = [line for line in log_file.read_text().splitlines() if "task=fit_MSFT" in line]
+    assert task_lines and all(f"run={run_id}" in line for line in task_lines)
