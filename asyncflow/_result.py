@@ -50,7 +50,7 @@ class TaskRun:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class RunResult:
     """The outcome of one run of a pipeline.
 
@@ -70,6 +70,13 @@ class RunResult:
     finished_at: float
     duration: float
     tasks: Mapping[str, TaskRun]
+
+    def __repr__(self) -> str:
+        # Short on purpose: a run of 100k tasks must not print (or pay for) 100k reprs.
+        return (
+            f"<RunResult {self.run_id} pipeline={self.pipeline!r} tasks={len(self.tasks)} "
+            f"duration={self.duration:.3f}s>"
+        )
 
     @property
     def ok(self) -> bool:

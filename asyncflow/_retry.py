@@ -43,11 +43,11 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be an int >= 0, not {self.retries!r}")
-        if self.delay < 0:
+        if not self.delay >= 0:  # also rejects NaN
             raise ValueError(f"retry_delay must be >= 0 seconds, not {self.delay!r}")
-        if self.backoff < 1:
+        if not self.backoff >= 1:
             raise ValueError(f"backoff must be >= 1, not {self.backoff!r}")
-        if self.max_delay < 0:
+        if not self.max_delay >= 0:
             raise ValueError(f"max_delay must be >= 0 seconds, not {self.max_delay!r}")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"jitter must be between 0 and 1, not {self.jitter!r}")
@@ -78,7 +78,7 @@ class RetryPolicy:
         try:
             raw = self.delay * self.backoff ** (attempt - 1)
         except OverflowError:
-            return self.max_delay
+            return self.max_delay if self.delay else 0.0
         return min(self.max_delay, raw)
 
     def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:

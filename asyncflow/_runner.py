@@ -45,6 +45,7 @@ Events go to the listeners synchronously; with no listener no event object is bu
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import random
@@ -52,7 +53,7 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from ._cache import code_digest, task_cache_key
+from ._cache import CacheKey, node_cache_key
 from ._context import RunContext
 from ._errors import CheckpointError, ForgottenAwaitError, MissingCheckpointError, TaskTimeoutError
 from ._events import (
@@ -86,6 +87,24 @@ __all__ = ["execute", "new_run_id"]
 PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
 _YIELD_EVERY = 256
 """A worker yields to the event loop after this many tasks in a row that never awaited."""
+
+
+def _call_boxed(fn: Any, kwargs: dict[str, Any]) -> tuple[Any]:
+    return (fn(**kwargs),)
+
+
+def _event_loop_clock() -> Callable[[], float]:
+    """The running event loop's clock, looked up once per run.
+
+    The same clock as ``anyio.current_time()`` (so trio's ``MockClock`` applies), without
+    anyio's per-call backend lookup, which costs more than the rest of a task's bookkeeping.
+    """
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        import trio  # not asyncio, so anyio is running on trio
+
+        return trio.current_time
 
 
 def new_run_id() -> str:
@@ -154,6 +173,7 @@ class _Run:
         self.spawn_pending = False
         self.cancel_reason: str | None = None
         self.tg: TaskGroup | None = None
+        self.now: Callable[[], float] = anyio.current_time  # the backend's own clock, bound in execute()
 
     # -- events ---------------------------------------------------------------------------
 
@@ -170,11 +190,18 @@ class _Run:
     # -- the run --------------------------------------------------------------------------
 
     async def execute(self) -> RunResult:
-        now = anyio.current_time
+        now = self.now = _event_loop_clock()
         mono0, wall0 = now(), time.time()
         if self.listeners:
             self.emit(
-                RunStarted(run_id=self.run_id, time=mono0, pipeline=self.pipeline, tasks=len(self.nodes))
+                RunStarted(
+                    run_id=self.run_id,
+                    time=mono0,
+                    pipeline=self.pipeline,
+                    tasks=len(self.nodes),
+                    params=self.params,
+                    upstream=self.graph.upstream_names,
+                )
             )
         self.ready.extend(i for i, r in enumerate(self.remaining) if r == 0)
         try:
@@ -185,6 +212,8 @@ class _Run:
                     tg.start_soon(self.worker)
         except BaseException:
             self.finish_unfinished("the run was cancelled by its caller")
+            if self.listeners:  # RunFinished is always the last event, also here
+                self.emit_finished(self.build_result(mono0, wall0, now()))
             raise
         finally:
             self.tg = None
@@ -192,17 +221,20 @@ class _Run:
             self.finish_unfinished(self.cancel_reason)
         result = self.build_result(mono0, wall0, now())
         if self.listeners:
-            self.emit(
-                RunFinished(
-                    run_id=self.run_id,
-                    time=now(),
-                    pipeline=self.pipeline,
-                    ok=result.ok,
-                    duration=result.duration,
-                    counts=result.counts,
-                )
-            )
+            self.emit_finished(result)
         return result
+
+    def emit_finished(self, result: RunResult) -> None:
+        self.emit(
+            RunFinished(
+                run_id=self.run_id,
+                time=self.now(),
+                pipeline=self.pipeline,
+                ok=result.ok,
+                duration=result.duration,
+                counts=result.counts,
+            )
+        )
 
     async def worker(self) -> None:
         self.spawn_pending = False
@@ -253,7 +285,7 @@ class _Run:
                 self.ready.appendleft(pool.waiting.popleft())
 
     def finish_unfinished(self, reason: str) -> None:
-        t = anyio.current_time()
+        t = self.now()
         for i, state in enumerate(self.states):
             if state is PENDING or state is RUNNING:
                 self.states[i] = TaskState.CANCELLED
@@ -300,13 +332,13 @@ class _Run:
         node = self.nodes[i]
         task = node.task
         self.states[i] = RUNNING
-        self.started[i] = anyio.current_time()
+        self.started[i] = self.now()
         store = self.store
-        key = None
+        ck: CacheKey | None = None
         preloaded = self.preloaded.get(i) if self.preloaded else None
         if preloaded is not None:  # outside the selection of a partial run
             try:
-                stale = await self.cache_key(node) != preloaded.cache_key
+                stale = (await self.cache_key(node)).key != preloaded.cache_key
             except Exception:
                 stale = True
             if stale:
@@ -318,7 +350,7 @@ class _Run:
                 self.emit(
                     TaskCached(
                         run_id=self.run_id,
-                        time=anyio.current_time(),
+                        time=self.now(),
                         task=task.name,
                         cache_key=preloaded.cache_key,
                     )
@@ -327,10 +359,11 @@ class _Run:
             return
         if store is not None:
             try:
-                key = self.keys[i] = await self.cache_key(node)
+                ck = await self.cache_key(node)
             except Exception as exc:
                 self.fail(i, exc)
                 return
+            key = self.keys[i] = ck.key
             if not task.checkpoint:
                 store = None
             elif not self.force:
@@ -339,7 +372,7 @@ class _Run:
                     if self.listeners:
                         self.emit(
                             TaskCached(
-                                run_id=self.run_id, time=anyio.current_time(), task=task.name, cache_key=key
+                                run_id=self.run_id, time=self.now(), task=task.name, cache_key=key
                             )
                         )
                     self.succeed(i, checkpoint.result, TaskState.CACHED)
@@ -361,7 +394,11 @@ class _Run:
             if self.listeners:
                 self.emit(
                     TaskStarted(
-                        run_id=self.run_id, time=anyio.current_time(), task=task.name, attempt=attempt
+                        run_id=self.run_id,
+                        time=self.now(),
+                        task=task.name,
+                        attempt=attempt,
+                        cache_key=self.keys[i],
                     )
                 )
             try:
@@ -379,7 +416,7 @@ class _Run:
                     self.emit(
                         AttemptFailed(
                             run_id=self.run_id,
-                            time=anyio.current_time(),
+                            time=self.now(),
                             task=task.name,
                             attempt=attempt,
                             error=exc,
@@ -394,9 +431,9 @@ class _Run:
             break
 
         if store is not None:
-            assert key is not None
+            assert ck is not None
             try:
-                result = (await store.save(task.name, key, result)).result
+                result = (await store.save(task.name, ck.key, result, key_parts=ck.parts())).result
             except (TypeError, ValueError) as exc:
                 error = CheckpointError(
                     task.name,
@@ -421,8 +458,11 @@ class _Run:
         if task.is_async:
             result = await task.fn(**kwargs)
         else:
-            result = await anyio.to_thread.run_sync(
-                functools.partial(task.fn, **kwargs), abandon_on_cancel=task.timeout is not None
+            # Boxed in a tuple: trio's to_thread raises its own TypeError when the thread's
+            # function returns a coroutine, which would hide the ForgottenAwaitError below.
+            (result,) = await anyio.to_thread.run_sync(
+                functools.partial(_call_boxed, task.fn, dict(kwargs)),
+                abandon_on_cancel=task.timeout is not None,
             )
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
@@ -445,27 +485,13 @@ class _Run:
             logger=logger.bind(run_id=self.run_id, task=task),
         )
 
-    async def cache_key(self, node: Node) -> str:
-        task = node.task
-        extra = None
-        if task.cache_key_fn is not None:
-            extra = task.cache_key_fn(dict(self.params))
-            if inspect.isawaitable(extra):
-                extra = await extra
-        keys, nodes = self.keys, self.nodes
-        return task_cache_key(
-            code=code_digest(task.fn),
-            params=self.params if task.wants_params else None,
-            extra=extra,
-            upstream=[(nodes[u].name, keys[u] or "") for u in node.upstream]
-            + [(param, nodes[u].name) for param, u in node.inputs]
-            + [(param, ",".join(nodes[u].name for u in group)) for param, group in node.gathers],
-        )
+    async def cache_key(self, node: Node) -> CacheKey:
+        return await node_cache_key(node, self.nodes, self.keys, self.params)
 
     # -- outcomes -------------------------------------------------------------------------
 
     def succeed(self, i: int, result: Any, state: TaskState) -> None:
-        t = anyio.current_time()
+        t = self.now()
         self.results[i] = result
         self.states[i] = state
         self.finished[i] = t
@@ -488,7 +514,7 @@ class _Run:
                 ready.append(d)
 
     def fail(self, i: int, error: BaseException) -> None:
-        t = anyio.current_time()
+        t = self.now()
         nodes = self.nodes
         self.states[i] = TaskState.FAILED
         self.errors[i] = error
