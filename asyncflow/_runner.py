@@ -11,11 +11,16 @@ always gives the same order of events.
 
 Workers. Tasks run in anyio tasks of one task group, called workers. A worker takes a ready
 task, runs it to its end, then takes the next ready task, and ends when none is left.
-Whenever a worker takes a task and more are still waiting, it starts one further worker
-(never more than one at a time is waiting to start), and that worker does the same when it
-starts. So every ready task starts as soon as the event loop can run it, as concurrently
-as with one anyio task per task, but a chain of quick tasks reuses one worker instead of
-paying to spawn one per task. ``max_concurrency`` bounds the number of tasks being run at
+Spawning an anyio task costs more than running a no-op task, so workers are started
+lazily: a worker that takes a task while others are still waiting starts one *probe*
+worker (unless one is already waiting to start). If the running tasks never await, the
+first worker simply takes the next task itself and the probe finds nothing to do. If the
+probe does get to run while tasks are still waiting, every worker is blocked in a task, so
+it starts one worker per waiting task at once. Either way every ready task starts as soon
+as the event loop can run it (within two loop iterations), as concurrently as with one
+anyio task per task, while a burst of quick tasks reuses one worker. A worker yields to the
+event loop every few hundred tasks that did not await; while it does, probes do not
+count it as blocked. ``max_concurrency`` bounds the number of tasks being run at
 once: a worker takes a task only while fewer are running. Pools (``pools={tag: limit}``)
 add a limit per task tag: a task whose pool is full is parked in that pool's queue and
 put back at the front of the ready queue when a slot of the pool frees. Waiting happens in
@@ -38,7 +43,8 @@ receive is the saved JSON value).
 State. Per task, in lists indexed by node number: ``remaining`` (unfinished upstream
 count), ``states``, ``results``, ``keys``, ``attempts``, ``started``/``finished``
 (event-loop clock), ``errors`` and ``reasons``. Plus the ready deque, the number of
-tasks ``running`` and whether a worker is ``spawn_pending``.
+tasks ``running``, the workers ``pending`` (started but not yet running) and those
+``yielding`` voluntarily.
 
 Events go to the listeners synchronously; with no listener no event object is built.
 """
@@ -46,7 +52,6 @@ Events go to the listeners synchronously; with no listener no event object is bu
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import random
 import secrets
@@ -63,7 +68,13 @@ from loguru import logger
 
 from ._cache import CacheKey, node_cache_key
 from ._context import RunContext
-from ._errors import CheckpointError, ForgottenAwaitError, MissingCheckpointError, TaskTimeoutError
+from ._errors import (
+    CheckpointError,
+    ForgottenAwaitError,
+    MissingCheckpointError,
+    TaskPicklingError,
+    TaskTimeoutError,
+)
 from ._events import (
     AttemptFailed,
     Event,
@@ -78,6 +89,7 @@ from ._events import (
     TaskState,
     TaskSucceeded,
 )
+from ._executors import Executor, Submit, submit_thread
 from ._graph import Graph, Node
 from ._result import RunResult, TaskRun
 from ._store import Checkpoint, CheckpointStore
@@ -87,10 +99,6 @@ __all__ = ["execute", "new_run_id"]
 PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
 _YIELD_EVERY = 256
 """A worker yields to the event loop after this many tasks in a row that never awaited."""
-
-
-def _call_boxed(fn: Any, kwargs: dict[str, Any]) -> tuple[Any]:
-    return (fn(**kwargs),)
 
 
 def _event_loop_clock() -> Callable[[], float]:
@@ -167,10 +175,15 @@ class _Run:
         self.started: list[float | None] = [None] * n
         self.finished: list[float | None] = [None] * n
         self.errors: list[BaseException | None] = [None] * n
+        # Where each plain def task runs (None: a coroutine, awaited on the loop); see place().
+        self.submits: list[Submit | None] = [
+            None if node.task.is_async else submit_thread for node in graph.nodes
+        ]
         self.reasons: list[str | None] = [None] * n
         self.ready: deque[int] = deque()
         self.running = 0
-        self.spawn_pending = False
+        self.pending = 0
+        self.yielding = 0
         self.cancel_reason: str | None = None
         self.tg: TaskGroup | None = None
         self.now: Callable[[], float] = anyio.current_time  # the backend's own clock, bound in execute()
@@ -208,8 +221,8 @@ class _Run:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
                 if self.ready:
-                    self.spawn_pending = True
-                    tg.start_soon(self.worker)
+                    self.pending = 1
+                    tg.start_soon(self.worker, False)
         except BaseException:
             self.finish_unfinished("the run was cancelled by its caller")
             if self.listeners:  # RunFinished is always the last event, also here
@@ -236,10 +249,11 @@ class _Run:
             )
         )
 
-    async def worker(self) -> None:
-        self.spawn_pending = False
+    async def worker(self, probe: bool = True) -> None:
+        self.pending -= 1
         ready = self.ready
         pool_tags = self.pool_tags
+        batch = probe and not self.yielding  # every other worker is blocked in a task
         streak = 0
         while ready and self.running < self.limit and self.cancel_reason is None:
             i = ready.popleft()
@@ -247,10 +261,9 @@ class _Run:
             if tags and not self.acquire(i, tags):
                 continue
             self.running += 1
-            if ready and not self.spawn_pending and self.running < self.limit:
-                self.spawn_pending = True
-                assert self.tg is not None
-                self.tg.start_soon(self.worker)
+            if ready:
+                self.spawn(len(ready) if batch else 1)
+            batch = False
             try:
                 await self.run_task(i)
             finally:
@@ -260,7 +273,20 @@ class _Run:
             streak += 1
             if streak == _YIELD_EVERY:
                 streak = 0
-                await anyio.lowlevel.checkpoint()
+                self.yielding += 1
+                try:
+                    await anyio.lowlevel.checkpoint()
+                finally:
+                    self.yielding -= 1
+
+    def spawn(self, wanted: int) -> None:
+        """Have ``wanted`` workers waiting to start, counting those already pending."""
+        count = min(wanted, self.limit - self.running) - self.pending
+        if count > 0:
+            assert self.tg is not None
+            self.pending += count
+            for _ in range(count):
+                self.tg.start_soon(self.worker)
 
     def acquire(self, i: int, tags: tuple[str, ...]) -> bool:
         """Take a slot in every pool of task ``i``, or park it in the first full pool's queue.
@@ -408,9 +434,13 @@ class _Run:
                     with anyio.move_on_after(task.timeout) as scope:
                         result = await self.call(node, kwargs)
                     if scope.cancelled_caught:
-                        raise TaskTimeoutError(task.name, task.timeout, thread_abandoned=not task.is_async)
+                        raise TaskTimeoutError(
+                            task.name, task.timeout, thread_abandoned=self.submits[i] is submit_thread
+                        )
             except Exception as exc:
-                retry = not isinstance(exc, ForgottenAwaitError) and policy.should_retry(attempt, exc)
+                retry = not isinstance(exc, ForgottenAwaitError | TaskPicklingError) and policy.should_retry(
+                    attempt, exc
+                )
                 delay = policy.delay_for(attempt, self.rng) if retry else None
                 if self.listeners:
                     self.emit(
@@ -453,17 +483,21 @@ class _Run:
                 return
         self.succeed(i, result, TaskState.SUCCEEDED)
 
+    def place(self, submit: Submit) -> None:
+        """Send every plain def task not declared ``executor="local"`` to ``submit``."""
+        self.submits = [
+            s if s is None or node.task.executor == "local" else submit
+            for s, node in zip(self.submits, self.nodes, strict=True)
+        ]
+
     async def call(self, node: Node, kwargs: dict[str, Any]) -> Any:
         task = node.task
-        if task.is_async:
+        if task.is_async:  # the event loop: the coroutine itself, no executor in between
             result = await task.fn(**kwargs)
-        else:
-            # Boxed in a tuple: trio's to_thread raises its own TypeError when the thread's
-            # function returns a coroutine, which would hide the ForgottenAwaitError below.
-            (result,) = await anyio.to_thread.run_sync(
-                functools.partial(_call_boxed, task.fn, dict(kwargs)),
-                abandon_on_cancel=task.timeout is not None,
-            )
+        else:  # the executor seam: a worker thread (default), a process, a Dask cluster
+            submit = self.submits[node.index]
+            assert submit is not None
+            result = await submit(task, kwargs)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()
@@ -573,6 +607,7 @@ async def execute(
     seed: int | None = None,
     selected: Iterable[str] | None = None,
     pools: Mapping[str, int] | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
     """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
 
@@ -583,11 +618,16 @@ async def execute(
     ``pools`` maps a tag to the most tasks with that tag that may run at once, on top of
     ``max_concurrency`` (like Airflow pools or Prefect tag limits).
 
+    ``executor`` runs the plain ``def`` tasks not declared ``executor="local"``; it is
+    opened before the first task starts and closed after the last one ended. ``None``: the
+    tasks run in worker threads, with nothing to open (see :mod:`asyncflow._executors`).
+
     Raises:
         MissingCheckpointError: ``selected`` needs upstream results that have no checkpoint
             (or the run has no store); nothing has run.
         UnknownDependencyError: ``selected`` names a task that does not exist.
         ValueError: ``max_concurrency`` is not a positive int.
+        ExecutorError: ``executor`` cannot be used; no task has run.
         anyio's cancellation exception: the caller was cancelled; every running task was
             cancelled and awaited before it propagates.
     """
@@ -627,4 +667,8 @@ async def execute(
         preloaded=preloaded,
         pools=pools or {},
     )
-    return await run.execute()
+    if executor is None:
+        return await run.execute()
+    async with executor.open() as submit:
+        run.place(submit)
+        return await run.execute()
