@@ -13,8 +13,10 @@ Every error asyncflow raises on purpose derives from :class:`AsyncflowError`::
      ├── TaskError                                   raised inside one task (``.task``)
      │    ├── TaskTimeoutError (also TimeoutError)   an attempt ran past ``timeout``
      │    ├── ForgottenAwaitError (also TypeError)   a task returned an un-awaited coroutine
-     │    └── CheckpointError                        a result could not be checkpointed
+     │    ├── CheckpointError                        a result could not be checkpointed
+     │    └── TaskPicklingError                      a call or result could not be pickled
      ├── MissingCheckpointError                      a partial run needs results never saved
+     ├── ExecutorError                               an executor cannot be used (before tasks run)
      └── RunFailedError                              raised by ``RunResult.raise_for_failures()``
 
 Definition errors are also :class:`ValueError` so that code which validates input the
@@ -31,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "CycleError",
     "DuplicateTaskError",
+    "ExecutorError",
     "ForgottenAwaitError",
     "InvalidTaskNameError",
     "MissingCheckpointError",
@@ -38,6 +41,7 @@ __all__ = [
     "PipelineDefinitionError",
     "RunFailedError",
     "TaskError",
+    "TaskPicklingError",
     "TaskTimeoutError",
     "UnboundParameterError",
     "UnknownDependencyError",
@@ -126,6 +130,21 @@ class ForgottenAwaitError(TaskError, TypeError):
 
 class CheckpointError(TaskError):
     """A task's result cannot be stored as a JSON checkpoint (wrong type, NaN, disk error)."""
+
+
+class TaskPicklingError(TaskError):
+    """A task that runs in another process cannot travel there or back: its function or
+    arguments cannot be pickled, cannot be unpickled in the worker, or its result cannot
+    be pickled. The pickling error is chained as ``__cause__`` where it happened in this
+    process, and quoted in the message where it happened in the worker. Not retried.
+    """
+
+
+class ExecutorError(AsyncflowError):
+    """The run's executor cannot be used: a missing optional dependency, the Dask executor
+    on the trio backend, an unreachable Dask scheduler, a worker process that cannot start.
+    Raised by ``Pipeline.run`` before any task runs; the cause is chained.
+    """
 
 
 class MissingCheckpointError(AsyncflowError):

@@ -47,6 +47,9 @@ class Task:
             is mixed into the cache key (e.g. the digest of an input file).
         tags: free-form labels, shown by listings.
         description: the first line of ``fn``'s docstring, or ``""``.
+        executor: ``"local"`` to keep a plain ``def`` task in a worker thread of this
+            process whatever the run's executor; ``None`` (default) to follow the run's
+            executor (see :mod:`asyncflow._executors`).
     """
 
     name: str
@@ -63,6 +66,7 @@ class Task:
     cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None
     tags: tuple[str, ...] = ()
     description: str = ""
+    executor: str | None = None
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -82,14 +86,16 @@ def make_task(
     checkpoint: bool,
     cache_key_fn: Callable[[Mapping[str, Any]], Any] | None,
     tags: tuple[str, ...],
+    executor: str | None = None,
 ) -> Task:
     """Build a :class:`Task` from a function and the decorator's options.
 
     Raises:
         InvalidTaskNameError: the name is not a Python identifier.
         PipelineDefinitionError: ``fn`` is not callable, takes ``*args``/``**kwargs`` or
-            positional-only parameters, ``inputs`` names a parameter ``fn`` lacks, or
-            ``timeout`` is not a positive number of seconds.
+            positional-only parameters, ``inputs`` names a parameter ``fn`` lacks,
+            ``timeout`` is not a positive number of seconds, or ``executor`` is neither
+            ``None`` nor ``"local"``.
     """
     if not callable(fn):
         raise PipelineDefinitionError(f"a task must be a function, not {fn!r}")
@@ -142,6 +148,11 @@ def make_task(
         raise PipelineDefinitionError(
             f"task {task_name!r}: timeout must be a positive number of seconds or None, not {timeout!r}"
         )
+    if executor not in (None, "local"):
+        raise PipelineDefinitionError(
+            f"task {task_name!r}: executor must be 'local' (always run in this process) or None "
+            f"(follow the run's executor), not {executor!r}"
+        )
     doc = inspect.getdoc(fn) or ""
     return Task(
         name=task_name,
@@ -158,4 +169,5 @@ def make_task(
         cache_key_fn=cache_key_fn,
         tags=tags,
         description=doc.splitlines()[0] if doc else "",
+        executor=executor,
     )
