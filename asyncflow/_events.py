@@ -14,8 +14,9 @@ without breaking a listener. ``time`` is the event loop's monotonic clock
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "AttemptFailed",
@@ -77,10 +78,17 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(Event):
-    """A run began. ``tasks`` is the number of tasks in the pipeline."""
+    """A run began. ``tasks`` is the number of tasks in the run.
+
+    ``params`` is the run's parameters (defaults applied); ``upstream`` maps every task of
+    the run, in definition order, to the names of its upstream tasks. ``upstream`` is a
+    read-only view computed on access, so a listener that ignores it costs nothing.
+    """
 
     pipeline: str
     tasks: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    upstream: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,10 +104,12 @@ class RunFinished(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskStarted(Event):
-    """Attempt number ``attempt`` (1-based) of ``task`` started."""
+    """Attempt number ``attempt`` (1-based) of ``task`` started. ``cache_key`` is the task's
+    cache key (hex SHA-256) when the run uses checkpoints, else ``None``."""
 
     task: str
     attempt: int
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._errors import CycleError, UnboundParameterError, UnknownDependencyError
@@ -63,6 +63,12 @@ class Graph:
     def node(self, name: str) -> Node:
         """The node of task ``name``; raises ``KeyError`` if there is none."""
         return self.nodes[self.index[name]]
+
+    @property
+    def upstream_names(self) -> Mapping[str, tuple[str, ...]]:
+        """``{task name: names of its upstream tasks}`` in definition order: a read-only
+        view that costs O(1) to create and computes each entry when it is read."""
+        return _UpstreamNames(self)
 
     def indices(self, names: Iterable[str]) -> set[int]:
         """The node indices of ``names``.
@@ -121,6 +127,23 @@ class Graph:
                     seen.add(nxt)
                     stack.append(nxt)
         return seen
+
+
+class _UpstreamNames(Mapping[str, tuple[str, ...]]):
+    __slots__ = ("_graph",)
+
+    def __init__(self, graph: Graph) -> None:
+        self._graph = graph
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        nodes = self._graph.nodes
+        return tuple(nodes[u].name for u in nodes[self._graph.index[name]].upstream)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._graph.index)
+
+    def __len__(self) -> int:
+        return len(self._graph.nodes)
 
 
 def _suggest(name: str, known: Sequence[str]) -> str:
