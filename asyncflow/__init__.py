@@ -72,6 +72,7 @@ from ._store import (
     write_json,
 )
 from ._store import write_text_atomic as write_text
+from ._stream import EventStream
 from ._task import Task
 
 __version__ = "0.1.0"
@@ -86,6 +87,7 @@ __all__ = [
     "CycleError",
     "DuplicateTaskError",
     "Event",
+    "EventStream",
     "FileStore",
     "ForgottenAwaitError",
     "Graph",

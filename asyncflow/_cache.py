@@ -12,6 +12,12 @@ Because upstream keys are folded in, a change anywhere upstream (code, parameter
 file's content) changes the key of every task downstream of it, the way a Merkle tree does.
 Code that a task calls but does not contain (helper functions, imported modules) is not
 part of the key; bump a constant in the task or use ``cache_key_fn`` when that matters.
+
+:func:`node_cache_key` is the one place that computes a task's key: the runner calls it
+when a task becomes ready, and the planner (``--dry-run``) calls it for every task in
+topological order. It also returns the key's parts as a :class:`CacheKey` (digests of the
+code, parameters and ``cache_key_fn`` value, and the upstream pairs), which checkpoints
+store so that the planner can tell *why* a key changed.
 """
 
 from __future__ import annotations
@@ -24,10 +30,14 @@ import json
 import textwrap
 import types
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["code_digest", "file_digest", "task_cache_key"]
+if TYPE_CHECKING:
+    from ._graph import Node
+
+__all__ = ["CacheKey", "code_digest", "file_digest", "node_cache_key", "task_cache_key"]
 
 _SIMPLE = (str, int, float, bool, type(None))
 
@@ -118,14 +128,88 @@ def task_cache_key(
         code: the task's :func:`code_digest`.
         params: the run's parameters if the task declares ``params``, else ``None``.
         extra: the value of the task's ``cache_key_fn``, or ``None``.
-        upstream: ``(parameter or "after:NAME", upstream cache key)`` pairs.
+        upstream: ``(upstream task, its cache key)`` pairs, then pairs that record which
+            task feeds which parameter (see :class:`CacheKey`).
 
     Values that are not JSON are hashed by ``repr``; avoid reprs that change between runs
     (object addresses) in parameters and in ``cache_key_fn`` values.
     """
     document = {"code": code, "params": params, "extra": extra, "upstream": list(upstream)}
-    text = json.dumps(document, sort_keys=True, default=repr, separators=(",", ":"))
+    return _digest(document)
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheKey:
+    """A task's cache key and what it was computed from.
+
+    Attributes:
+        key: the cache key (hex SHA-256), as :func:`task_cache_key` computes it.
+        code: the task's :func:`code_digest`.
+        params: the digest of the run parameters the task sees (of ``null`` when it does
+            not declare ``params``).
+        extra: the digest of its ``cache_key_fn`` value (of ``null`` when it has none).
+        upstream: the ``upstream`` pairs of :func:`task_cache_key`: ``(upstream task,
+            its cache key)`` for each upstream task, then ``(parameter, task name)`` for
+            each parameter fed by one task and ``(parameter, "a,b,...")`` for each fan-in.
+    """
+
+    key: str
+    code: str
+    params: str
+    extra: str
+    upstream: tuple[tuple[str, str], ...]
+
+    def parts(self) -> dict[str, Any]:
+        """The parts as a JSON object, as stored in a checkpoint's ``key_parts``."""
+        return {
+            "code": self.code,
+            "params": self.params,
+            "extra": self.extra,
+            "upstream": [list(pair) for pair in self.upstream],
+        }
+
+
+async def node_cache_key(
+    node: Node, nodes: Sequence[Node], keys: Sequence[str | None], params: Mapping[str, Any]
+) -> CacheKey:
+    """The :class:`CacheKey` of ``node``'s task in a run with ``params``.
+
+    Args:
+        node: the task's node.
+        nodes: every node of the graph, indexed like ``keys``.
+        keys: the cache keys already known, by node index (``None`` counts as ``""``);
+            those of ``node``'s upstream tasks must be set.
+        params: the run's parameters.
+
+    Raises:
+        Exception: whatever the task's ``cache_key_fn`` raises (e.g. ``OSError`` for a
+            missing input file).
+    """
+    task = node.task
+    extra = None
+    if task.cache_key_fn is not None:
+        extra = task.cache_key_fn(dict(params))
+        if inspect.isawaitable(extra):
+            extra = await extra
+    upstream = (
+        [(nodes[u].name, keys[u] or "") for u in node.upstream]
+        + [(param, nodes[u].name) for param, u in node.inputs]
+        + [(param, ",".join(nodes[u].name for u in group)) for param, group in node.gathers]
+    )
+    code = code_digest(task.fn)
+    task_params = params if task.wants_params else None
+    return CacheKey(
+        key=task_cache_key(code=code, params=task_params, extra=extra, upstream=upstream),
+        code=code,
+        params=_digest(task_params),
+        extra=_digest(extra),
+        upstream=tuple(upstream),
+    )
 
 
 def file_digest(path: str | Path) -> str:

@@ -10,6 +10,8 @@ go to the run's log file, ``<workdir>/runs/<run id>/run.log``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib
 import importlib.util
 import json
@@ -25,11 +27,15 @@ import anyio
 from loguru import logger
 
 from . import __version__
-from ._errors import PipelineDefinitionError
+from ._errors import MissingCheckpointError, PipelineDefinitionError, UnknownDependencyError
+from ._graph import Graph
 from ._logging import add_cli_sinks
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
+from ._plan import make_plan, select
+from ._render import plan_json, render_dot, render_mermaid, render_plan, render_tasks, run_json, tasks_json
 from ._result import RunResult
 from ._runner import new_run_id
+from ._store import FileStore
 
 __all__ = ["UsageError", "main"]
 
@@ -116,6 +122,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help=f"console log level, one of {', '.join(LOG_LEVELS)} (default: INFO); the log "
         "file always records DEBUG",
+    )
+    # -- part of the DAG, and verbs that run nothing --
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        metavar="TASK",
+        help="run only these tasks; the tasks upstream of them are loaded from their checkpoints",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_task",
+        metavar="TASK",
+        help="run TASK and every task downstream of it (upstream results come from checkpoints)",
+    )
+    parser.add_argument("--until", metavar="TASK", help="run TASK and every task upstream of it")
+    verbs = parser.add_mutually_exclusive_group()
+    verbs.add_argument(
+        "--list",
+        action="store_true",
+        help="list the tasks with their upstream tasks and options, in definition order; run nothing",
+    )
+    verbs.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show for each task whether it would run or be cached, and why; run nothing",
+    )
+    verbs.add_argument(
+        "--graph",
+        choices=("mermaid", "dot"),
+        help="print the DAG as a Mermaid flowchart or a Graphviz DOT digraph; run nothing",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON document on stdout instead of the table (a run's summary, the "
+        "--list or the --dry-run plan) and nothing else",
+    )
+    parser.add_argument(
+        "--log-json", action="store_true", help="write the console log to stderr as JSON lines"
     )
     parser.add_argument("--version", action="version", version=f"asyncflow {__version__}")
     return parser
@@ -318,9 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = load_module(args.module)
         pipeline = find_pipeline(module, args.pipeline)
         params = pipeline.resolve_params(parse_params(args.param, pipeline))
-        pipeline.validate()
+        graph = pipeline.validate()
+        selected = _selection(args, graph)
     except (UsageError, PipelineDefinitionError) as exc:
         _fail(str(exc), EXIT_USAGE)
+    if args.list or args.graph or args.dry_run:
+        return _inspect(args, pipeline, graph, params, selected)
 
     workdir: Path = args.workdir
     run_id = new_run_id()
@@ -332,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise PermissionError(f"permission denied: {str(workdir)!r}")
     except OSError as exc:
         _fail(f"cannot use working directory {str(workdir)!r}: {exc.strerror or exc}", EXIT_USAGE)
-    add_cli_sinks(level=args.log_level, log_file=log_file)
+    add_cli_sinks(level=args.log_level, log_file=log_file, json_lines=args.log_json)
 
     async def run() -> RunResult:
         return await pipeline.run(
@@ -342,10 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_concurrency=args.max_concurrency,
             fail_fast=args.fail_fast,
             run_id=run_id,
+            only=selected,
         )
 
     try:
-        result = anyio.run(run, backend=args.backend)
+        # With --json, stdout carries the JSON document only: what tasks print goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            result = anyio.run(run, backend=args.backend)
+    except MissingCheckpointError as exc:
+        _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         print(f"\nasyncflow: interrupted; finished tasks are checkpointed (log: {log_file})", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -353,8 +407,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.opt(exception=exc).bind(run_id=run_id, task="-").critical("asyncflow failed")
         _fail(f"asyncflow failed: {type(exc).__name__}: {exc} (traceback in {log_file})", EXIT_FAILED)
 
-    graph = pipeline.validate()
+    if args.json:
+        print(json.dumps(run_json(result, log_file)))
+        return EXIT_OK if result.ok else EXIT_FAILED
     sinks = frozenset(node.name for node in graph.nodes if not node.downstream)
     print(render_summary(result, sinks))
     print(f"log: {log_file}")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _selection(args: argparse.Namespace, graph: Graph) -> list[str] | None:
+    """The tasks chosen by ``--only``/``--from``/``--until``, or ``None`` for all of them.
+
+    Raises:
+        UsageError: an unknown task name (with a suggestion), or an empty selection.
+    """
+    given = (("--only", args.only or []), ("--from", [args.from_task]), ("--until", [args.until]))
+    for option, names in given:
+        try:
+            graph.indices(name for name in names if name is not None)
+        except UnknownDependencyError as exc:
+            raise UsageError(f"{option}: {exc}") from None
+    try:
+        return select(graph, only=args.only or (), start=args.from_task, end=args.until)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _inspect(
+    args: argparse.Namespace,
+    pipeline: Pipeline,
+    graph: Graph,
+    params: dict[str, Any],
+    selected: list[str] | None,
+) -> int:
+    """``--list``, ``--graph`` and ``--dry-run``: print, run nothing, write nothing."""
+    if args.list:
+        listing = tasks_json(pipeline.name, graph, selected)
+        print(json.dumps(listing) if args.json else render_tasks(graph, selected))
+        return EXIT_OK
+    if args.graph == "mermaid":
+        print(render_mermaid(graph, selected))
+        return EXIT_OK
+    if args.graph == "dot":
+        print(render_dot(graph, pipeline.name, selected))
+        return EXIT_OK
+    add_cli_sinks(level=args.log_level, log_file=None, json_lines=args.log_json)
+    plan = anyio.run(
+        functools.partial(
+            make_plan,
+            graph,
+            pipeline=pipeline.name,
+            params=params,
+            store=FileStore(args.workdir / "checkpoints"),
+            force=args.no_skip,
+            selected=selected,
+        ),
+        backend=args.backend,
+    )
+    print(json.dumps(plan_json(plan)) if args.json else render_plan(plan))
+    if plan.missing:
+        _fail(str(MissingCheckpointError(plan.missing)), EXIT_USAGE)
+    return EXIT_OK

@@ -94,7 +94,11 @@ class RunStarted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
     """A run ended. ``ok`` is True when no task failed or was cancelled;
-    ``counts`` maps each final :class:`TaskState` to how many tasks ended in it."""
+    ``counts`` maps each final :class:`TaskState` to how many tasks ended in it.
+
+    It is always the last event of a run that emitted :class:`RunStarted`, also when the
+    caller cancels the run (then ``ok`` is False and the unfinished tasks count as
+    cancelled; the cancellation propagates right after)."""
 
     pipeline: str
     ok: bool
@@ -124,6 +128,11 @@ class AttemptFailed(Event):
     attempt: int
     error: BaseException
     retry_in: float | None
+
+    @property
+    def will_retry(self) -> bool:
+        """True when another attempt follows after ``retry_in`` seconds."""
+        return self.retry_in is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

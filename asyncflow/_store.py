@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -142,12 +143,17 @@ class Checkpoint:
         cache_key: the task's cache key when the result was computed (hex SHA-256).
         result: the task's result, as decoded from JSON.
         saved_at: when it was saved, in seconds since the Unix epoch.
+        key_parts: what the cache key was computed from (``code``, ``params`` and
+            ``extra`` digests, ``upstream`` pairs: see :class:`asyncflow._cache.CacheKey`),
+            so that a changed key can be explained; ``None`` in checkpoints written before
+            asyncflow stored it, which still load.
     """
 
     task: str
     cache_key: str
     result: Any
     saved_at: float
+    key_parts: Mapping[str, Any] | None = None
 
 
 @runtime_checkable
@@ -158,8 +164,13 @@ class CheckpointStore(Protocol):
         """The checkpoint of ``task``, or ``None`` when there is none or it is unreadable."""
         ...
 
-    async def save(self, task: str, cache_key: str, result: Any) -> Checkpoint:
+    async def save(
+        self, task: str, cache_key: str, result: Any, *, key_parts: Mapping[str, Any] | None = None
+    ) -> Checkpoint:
         """Store ``result`` for ``task`` and return the checkpoint as it will load back.
+
+        ``key_parts`` (plain JSON data) is stored beside the key and loads back as
+        :attr:`Checkpoint.key_parts`.
 
         Raises:
             TypeError, ValueError: ``result`` is not strict JSON; nothing is stored.
@@ -172,14 +183,23 @@ class CheckpointStore(Protocol):
         ...
 
 
-def _encode(task: str, cache_key: str, result: Any) -> tuple[str, Checkpoint]:
+def _encode(
+    task: str, cache_key: str, result: Any, key_parts: Mapping[str, Any] | None
+) -> tuple[str, Checkpoint]:
     result_text = dumps_json(result)
     saved_at = time.time()
+    parts_text = "" if key_parts is None else f'"key_parts": {dumps_json(key_parts)}, '
     text = (
         f'{{"task": {json.dumps(task)}, "cache_key": {json.dumps(cache_key)}, '
-        f'"saved_at": {saved_at!r}, "result": {result_text}}}\n'
+        f'"saved_at": {saved_at!r}, {parts_text}"result": {result_text}}}\n'
     )
-    checkpoint = Checkpoint(task=task, cache_key=cache_key, result=json.loads(result_text), saved_at=saved_at)
+    checkpoint = Checkpoint(
+        task=task,
+        cache_key=cache_key,
+        result=json.loads(result_text),
+        saved_at=saved_at,
+        key_parts=None if key_parts is None else json.loads(json.dumps(key_parts)),
+    )
     return text, checkpoint
 
 
@@ -191,7 +211,14 @@ def _decode(task: str, text: str, origin: str) -> Checkpoint | None:
         cache_key, saved_at = doc["cache_key"], doc["saved_at"]
         if not isinstance(cache_key, str) or not isinstance(saved_at, (int, float)):
             raise ValueError("cache_key or saved_at has the wrong type")
-        return Checkpoint(task=task, cache_key=cache_key, result=doc["result"], saved_at=saved_at)
+        key_parts = doc.get("key_parts")  # absent in checkpoints of older versions
+        return Checkpoint(
+            task=task,
+            cache_key=cache_key,
+            result=doc["result"],
+            saved_at=saved_at,
+            key_parts=key_parts if isinstance(key_parts, dict) else None,
+        )
     except (ValueError, KeyError) as exc:
         logger.warning(
             "checkpoint {} of task {!r} is corrupted ({}); treating it as missing",
@@ -233,9 +260,11 @@ class FileStore:
             return None
         return _decode(task, text, str(path))
 
-    async def save(self, task: str, cache_key: str, result: Any) -> Checkpoint:
+    async def save(
+        self, task: str, cache_key: str, result: Any, *, key_parts: Mapping[str, Any] | None = None
+    ) -> Checkpoint:
         """See :meth:`CheckpointStore.save`."""
-        text, checkpoint = _encode(task, cache_key, result)
+        text, checkpoint = _encode(task, cache_key, result, key_parts)
         if not self._made:
             await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
             self._made = True
@@ -264,9 +293,11 @@ class MemoryStore:
         text = self.texts.get(task)
         return None if text is None else _decode(task, text, f"memory:{task}")
 
-    async def save(self, task: str, cache_key: str, result: Any) -> Checkpoint:
+    async def save(
+        self, task: str, cache_key: str, result: Any, *, key_parts: Mapping[str, Any] | None = None
+    ) -> Checkpoint:
         """See :meth:`CheckpointStore.save`."""
-        text, checkpoint = _encode(task, cache_key, result)
+        text, checkpoint = _encode(task, cache_key, result, key_parts)
         await anyio.lowlevel.checkpoint()
         self.texts[task] = text
         return checkpoint

@@ -153,7 +153,10 @@ def make_task(
             f"task {task_name!r}: executor must be 'local' (always run in this process) or None "
             f"(follow the run's executor), not {executor!r}"
         )
-    doc = inspect.getdoc(fn) or ""
+    documented = fn
+    while isinstance(documented, functools.partial):  # not partial's own docstring
+        documented = documented.func
+    doc = inspect.getdoc(documented) or ""
     return Task(
         name=task_name,
         fn=fn,

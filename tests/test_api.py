@@ -28,6 +28,7 @@ EXPECTED_ALL = [
     "CycleError",
     "DuplicateTaskError",
     "Event",
+    "EventStream",
     "FileStore",
     "ForgottenAwaitError",
     "Graph",
