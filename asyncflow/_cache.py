@@ -43,10 +43,14 @@ _SIMPLE = (str, int, float, bool, type(None))
 
 
 def _simple(value: Any) -> Any:
-    """``value`` if it is plain data with a stable repr, else its type's name."""
+    """``value`` if it is immutable plain data, else its type's name.
+
+    Mutable containers (a list that a task appends to, say) are left out: their content
+    changes between runs, which would make the task's cache key change on every run.
+    """
     if isinstance(value, _SIMPLE):
         return value
-    if isinstance(value, (tuple, list)) and all(isinstance(v, _SIMPLE) for v in value):
+    if isinstance(value, tuple) and all(isinstance(v, _SIMPLE) for v in value):
         return list(value)
     return f"<{type(value).__qualname__}>"
 
@@ -79,7 +83,7 @@ def code_digest(fn: Callable[..., Any]) -> str:
     decorators, so reformatting, comments, moving the function or changing its decorator's
     options (retries, timeout, ...) keep the digest; changing its body, signature or
     docstring changes it. Default values and closure variables that are plain data (str,
-    int, float, bool, None, flat lists/tuples of those) are included, so one function
+    int, float, bool, None, flat tuples of those) are included, so one function
     registered once per ticker with ``ticker=ticker`` gets one digest per ticker. When
     the source is not available (functions built with ``exec``), the bytecode is used.
     """
