@@ -60,6 +60,16 @@ from ._events import (
 )
 from ._graph import Graph, Node
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
+from ._progress import ProgressDisplay
+from ._records import (
+    AttemptRecord,
+    AttemptState,
+    RunRecord,
+    RunRecorder,
+    TaskRecord,
+    list_records,
+    read_record,
+)
 from ._result import RunResult, TaskRun
 from ._retry import RetryPolicy
 from ._store import (
@@ -74,6 +84,7 @@ from ._store import (
 from ._store import write_text_atomic as write_text
 from ._stream import EventStream
 from ._task import Task
+from ._timeline import render_timeline
 
 __version__ = "0.1.0"
 
@@ -81,6 +92,8 @@ __all__ = [
     "DEFAULT_WORKDIR",
     "AsyncflowError",
     "AttemptFailed",
+    "AttemptRecord",
+    "AttemptState",
     "Checkpoint",
     "CheckpointError",
     "CheckpointStore",
@@ -99,10 +112,13 @@ __all__ = [
     "ParamError",
     "Pipeline",
     "PipelineDefinitionError",
+    "ProgressDisplay",
     "RetryPolicy",
     "RunContext",
     "RunFailedError",
     "RunFinished",
+    "RunRecord",
+    "RunRecorder",
     "RunResult",
     "RunStarted",
     "Task",
@@ -110,6 +126,7 @@ __all__ = [
     "TaskCancelled",
     "TaskError",
     "TaskFailed",
+    "TaskRecord",
     "TaskRun",
     "TaskSkipped",
     "TaskStarted",
@@ -121,8 +138,11 @@ __all__ = [
     "__version__",
     "code_digest",
     "file_digest",
+    "list_records",
     "read_json",
+    "read_record",
     "read_text",
+    "render_timeline",
     "write_json",
     "write_text",
 ]

@@ -27,11 +27,13 @@ import anyio
 from loguru import logger
 
 from . import __version__
+from . import _history as history
 from ._errors import MissingCheckpointError, PipelineDefinitionError, UnknownDependencyError
 from ._graph import Graph
 from ._logging import add_cli_sinks
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._plan import make_plan, select
+from ._progress import terminal_display
 from ._render import plan_json, render_dot, render_mermaid, render_plan, render_tasks, run_json, tasks_json
 from ._result import RunResult
 from ._runner import new_run_id
@@ -66,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "module",
+        nargs="?",
         help="the pipeline module: a dotted module name importable from the current "
-        "directory (pipelines.prices) or a path to a .py file",
+        "directory (pipelines.prices) or a path to a .py file; required except with "
+        "--runs, --show-run and --timeline",
     )
     parser.add_argument(
         "--pipeline",
@@ -163,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-json", action="store_true", help="write the console log to stderr as JSON lines"
     )
+    history.add_arguments(parser)
     parser.add_argument("--version", action="version", version=f"asyncflow {__version__}")
     return parser
 
@@ -360,6 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Usage errors exit with code 2 through ``SystemExit`` (argparse's convention).
     """
     args = build_parser().parse_args(argv)
+    if history.wanted(args):
+        return history.main(args)
+    if args.module is None:
+        _fail(
+            "the MODULE argument is required to run a pipeline (e.g. python -m asyncflow "
+            "pipelines.prices); --runs, --show-run and --timeline need none",
+            EXIT_USAGE,
+        )
     try:
         module = load_module(args.module)
         pipeline = find_pipeline(module, args.pipeline)
@@ -383,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"cannot use working directory {str(workdir)!r}: {exc.strerror or exc}", EXIT_USAGE)
     add_cli_sinks(level=args.log_level, log_file=log_file, json_lines=args.log_json)
 
+    display = terminal_display() if not args.log_json else None  # live progress on a terminal
+
     async def run() -> RunResult:
         return await pipeline.run(
             params=params,
@@ -392,11 +407,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail_fast=args.fail_fast,
             run_id=run_id,
             only=selected,
+            listeners=[] if display is None else [display],
+            record=True,
         )
 
     try:
         # With --json, stdout carries the JSON document only: what tasks print goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        with (
+            contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(),
+            display if display is not None else contextlib.nullcontext(),
+        ):
             result = anyio.run(run, backend=args.backend)
     except MissingCheckpointError as exc:
         _fail(str(exc), EXIT_USAGE)

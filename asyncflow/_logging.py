@@ -82,6 +82,20 @@ class LogListener:
             log.log(level, "run {} finished in {:.3f} s: {}", event.run_id, event.duration, counts)
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write, so that a later
+    redirection is followed (a live progress display prints log lines above itself)."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False) -> list[int]:
     """Enable asyncflow's logging and add the command line's sinks.
 
@@ -111,7 +125,7 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
 
     ids = [
         logger.add(
-            sys.stderr,
+            _CurrentStderr(),
             level=level,
             format=console_format if not json_lines else "{message}",
             colorize=None if not json_lines else False,

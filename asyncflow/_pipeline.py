@@ -14,6 +14,7 @@ from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
 from ._events import Listener
 from ._graph import Graph, build_graph
 from ._logging import LogListener
+from ._records import RunRecorder, save_after_run
 from ._result import RunResult
 from ._retry import RetryPolicy
 from ._runner import execute
@@ -232,6 +233,7 @@ class Pipeline:
         seed: int | None = None,
         only: Iterable[str] | None = None,
         pools: Mapping[str, int] | None = None,
+        record: bool = False,
     ) -> RunResult:
         """Run the pipeline once, inside the caller's event loop (asyncio or trio).
 
@@ -257,6 +259,10 @@ class Pipeline:
                 tasks are left out of the run and of its result.
             pools: ``{tag: limit}``: at most ``limit`` tasks carrying ``tag`` (see the
                 ``tags`` option of :meth:`task`) run at once, on top of ``max_concurrency``.
+            record: write the run record, ``<workdir>/runs/<run id>/record.json`` (see
+                :class:`~asyncflow.RunRecorder`), also when the run is cancelled; a record
+                that cannot be written is logged, never raised. Default ``False`` (the
+                command line records every run).
 
         Returns:
             the :class:`~asyncflow.RunResult`; failed tasks do not raise (see
@@ -282,21 +288,28 @@ class Pipeline:
             store = None
         await anyio.Path(root).mkdir(parents=True, exist_ok=True)
         all_listeners: list[Listener] = [*listeners, LogListener()] if log else list(listeners)
-        return await execute(
-            graph,
-            pipeline=self.name,
-            params=merged,
-            workdir=root.resolve(),
-            store=store,
-            force=force,
-            max_concurrency=max_concurrency,
-            fail_fast=fail_fast,
-            listeners=all_listeners,
-            run_id=run_id,
-            seed=seed,
-            selected=None if only is None else list(only),
-            pools=pools,
-        )
+        recorder = RunRecorder() if record else None
+        if recorder is not None:
+            all_listeners.append(recorder)
+        try:
+            return await execute(
+                graph,
+                pipeline=self.name,
+                params=merged,
+                workdir=root.resolve(),
+                store=store,
+                force=force,
+                max_concurrency=max_concurrency,
+                fail_fast=fail_fast,
+                listeners=all_listeners,
+                run_id=run_id,
+                seed=seed,
+                selected=None if only is None else list(only),
+                pools=pools,
+            )
+        finally:
+            if recorder is not None:
+                await save_after_run(recorder, root / "runs")
 
     def run_sync(
         self, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **kwargs: Any
