@@ -28,11 +28,13 @@ from loguru import logger as _logger
 
 from ._cache import code_digest, file_digest
 from ._context import RunContext
+from ._dask import DaskExecutor
 from ._errors import (
     AsyncflowError,
     CheckpointError,
     CycleError,
     DuplicateTaskError,
+    ExecutorError,
     ForgottenAwaitError,
     InvalidTaskNameError,
     MissingCheckpointError,
@@ -40,6 +42,7 @@ from ._errors import (
     PipelineDefinitionError,
     RunFailedError,
     TaskError,
+    TaskPicklingError,
     TaskTimeoutError,
     UnboundParameterError,
     UnknownDependencyError,
@@ -58,6 +61,7 @@ from ._events import (
     TaskState,
     TaskSucceeded,
 )
+from ._executors import Executor, LocalExecutor, ProcessExecutor
 from ._graph import Graph, Node
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._progress import ProgressDisplay
@@ -98,20 +102,25 @@ __all__ = [
     "CheckpointError",
     "CheckpointStore",
     "CycleError",
+    "DaskExecutor",
     "DuplicateTaskError",
     "Event",
     "EventStream",
+    "Executor",
+    "ExecutorError",
     "FileStore",
     "ForgottenAwaitError",
     "Graph",
     "InvalidTaskNameError",
     "Listener",
+    "LocalExecutor",
     "MemoryStore",
     "MissingCheckpointError",
     "Node",
     "ParamError",
     "Pipeline",
     "PipelineDefinitionError",
+    "ProcessExecutor",
     "ProgressDisplay",
     "RetryPolicy",
     "RunContext",
@@ -126,6 +135,7 @@ __all__ = [
     "TaskCancelled",
     "TaskError",
     "TaskFailed",
+    "TaskPicklingError",
     "TaskRecord",
     "TaskRun",
     "TaskSkipped",

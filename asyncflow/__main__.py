@@ -2,7 +2,7 @@
 
 import sys
 
-from ._cli import main
+from asyncflow._cli import main  # absolute: worker processes re-run this file by path
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,9 @@ from loguru import logger
 
 from . import __version__
 from . import _history as history
-from ._errors import MissingCheckpointError, PipelineDefinitionError, UnknownDependencyError
+from ._dask import DaskExecutor
+from ._errors import ExecutorError, MissingCheckpointError, PipelineDefinitionError, UnknownDependencyError
+from ._executors import EXECUTOR_NAMES, Executor, resolve_executor
 from ._graph import Graph
 from ._logging import add_cli_sinks
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
@@ -117,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("asyncio", "trio"),
         default="asyncio",
         help="the anyio event loop backend (default: asyncio)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        help="where plain def tasks compute: local (worker threads; the default), processes "
+        "(a pool of local worker processes, one per CPU), dask (a Dask cluster: the one at "
+        "--dask-address, else a local cluster started for the run; needs pip install "
+        "'asyncflow[dask]' and --backend asyncio). Coroutine tasks always run on the event "
+        "loop, and tasks declared executor='local' in worker threads",
+    )
+    parser.add_argument(
+        "--dask-address",
+        metavar="tcp://HOST:PORT",
+        help="the Dask scheduler to run on (implies --executor dask); the connection "
+        "timeout is Dask's distributed.comm.timeouts.connect (default 30 s)",
     )
     parser.add_argument(
         "--log-level",
@@ -379,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = pipeline.resolve_params(parse_params(args.param, pipeline))
         graph = pipeline.validate()
         selected = _selection(args, graph)
+        executor = _executor(args)
     except (UsageError, PipelineDefinitionError) as exc:
         _fail(str(exc), EXIT_USAGE)
     if args.list or args.graph or args.dry_run:
@@ -409,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             only=selected,
             listeners=[] if display is None else [display],
             record=True,
+            executor=executor,
         )
 
     try:
@@ -420,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = anyio.run(run, backend=args.backend)
     except MissingCheckpointError as exc:
         _fail(str(exc), EXIT_USAGE)
+    except ExecutorError as exc:  # raised before any task ran
+        logger.opt(exception=exc).bind(run_id=run_id, task="-").debug("the executor failed")
+        _fail(f"{exc} (log: {log_file})", EXIT_FAILED)
     except KeyboardInterrupt:
         print(f"\nasyncflow: interrupted; finished tasks are checkpointed (log: {log_file})", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -434,6 +456,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_summary(result, sinks))
     print(f"log: {log_file}")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _executor(args: argparse.Namespace) -> Executor | None:
+    """The executor chosen by ``--executor`` and ``--dask-address`` (``None``: the default).
+
+    Raises:
+        UsageError: ``--dask-address`` with another executor, or Dask on trio.
+    """
+    name = args.executor
+    if args.dask_address is not None:
+        if name not in (None, "dask"):
+            raise UsageError(f"--dask-address needs --executor dask, not --executor {name}")
+        name = "dask"
+    if name == "dask" and args.backend != "asyncio":
+        raise UsageError(
+            f"--executor dask needs --backend asyncio: Dask's client runs on asyncio, not "
+            f"{args.backend} (--executor processes works on both)"
+        )
+    if name == "dask":
+        return DaskExecutor(address=args.dask_address)
+    return resolve_executor(name)
 
 
 def _selection(args: argparse.Namespace, graph: Graph) -> list[str] | None:

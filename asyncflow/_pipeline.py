@@ -12,6 +12,7 @@ import anyio
 
 from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
 from ._events import Listener
+from ._executors import Executor, resolve_executor
 from ._graph import Graph, build_graph
 from ._logging import LogListener
 from ._records import RunRecorder, save_after_run
@@ -81,6 +82,7 @@ class Pipeline:
         checkpoint: bool = True,
         cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None,
         tags: Iterable[str] = (),
+        executor: Literal["local"] | None = None,
     ) -> Callable[[F], F]: ...
 
     def task(
@@ -101,6 +103,7 @@ class Pipeline:
         checkpoint: bool = True,
         cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None,
         tags: Iterable[str] = (),
+        executor: Literal["local"] | None = None,
     ) -> Any:
         """Register a function as a task; use as ``@pipeline.task`` or ``@pipeline.task(...)``.
 
@@ -133,6 +136,10 @@ class Pipeline:
                 ``lambda p: asyncflow.file_digest(p["csv"])`` for an input file.
             tags: labels; a run's ``pools={tag: limit}`` caps how many tasks with a tag
                 run at once.
+            executor: ``"local"`` keeps a plain ``def`` task in a worker thread of this
+                process whatever the run's executor (for tasks that touch local state or
+                cannot be pickled); ``None`` (default) follows the run's ``executor``.
+                Coroutine tasks always run on the event loop.
 
         Raises:
             DuplicateTaskError: a task of that name already exists.
@@ -163,6 +170,7 @@ class Pipeline:
                 checkpoint=checkpoint,
                 cache_key_fn=cache_key_fn,
                 tags=tuple(tags),
+                executor=executor,
             )
             if task.name in self._tasks:
                 raise DuplicateTaskError(
@@ -234,6 +242,7 @@ class Pipeline:
         only: Iterable[str] | None = None,
         pools: Mapping[str, int] | None = None,
         record: bool = False,
+        executor: Executor | str | None = None,
     ) -> RunResult:
         """Run the pipeline once, inside the caller's event loop (asyncio or trio).
 
@@ -263,6 +272,12 @@ class Pipeline:
                 :class:`~asyncflow.RunRecorder`), also when the run is cancelled; a record
                 that cannot be written is logged, never raised. Default ``False`` (the
                 command line records every run).
+            executor: where the plain ``def`` tasks compute: ``None`` or ``"local"``
+                (default: worker threads), ``"processes"`` (a
+                :class:`~asyncflow.ProcessExecutor`), ``"dask"`` (a
+                :class:`~asyncflow.DaskExecutor` on a local cluster started for the run),
+                or any :class:`~asyncflow.Executor`. Coroutine tasks always run on the
+                event loop, and tasks declared ``executor="local"`` in worker threads.
 
         Returns:
             the :class:`~asyncflow.RunResult`; failed tasks do not raise (see
@@ -274,13 +289,17 @@ class Pipeline:
             UnknownDependencyError: ``only`` names a task that does not exist.
             MissingCheckpointError: ``only`` needs upstream results that were never
                 checkpointed (nothing has run).
-            ValueError: ``max_concurrency`` or a pool limit is not a positive int.
+            ValueError: ``max_concurrency`` or a pool limit is not a positive int, or
+                ``executor`` is not a known name or an :class:`~asyncflow.Executor`.
             OSError: the working directory cannot be created.
+            ExecutorError: the executor cannot be used (e.g. ``"dask"`` on trio, or an
+                unreachable scheduler); raised before any task runs.
             Cancellation: when the caller is cancelled, the running tasks are cancelled
                 and awaited first; nothing is left running.
         """
         graph = self.validate()
         merged = self.resolve_params(params)
+        chosen_executor = resolve_executor(executor)
         root = Path(workdir) if workdir is not None else DEFAULT_WORKDIR
         if checkpoints and store is None:
             store = FileStore(root / "checkpoints")
@@ -306,6 +325,7 @@ class Pipeline:
                 seed=seed,
                 selected=None if only is None else list(only),
                 pools=pools,
+                executor=chosen_executor,
             )
         finally:
             if recorder is not None:

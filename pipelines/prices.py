@@ -21,6 +21,14 @@ on the last ``holdout`` months (held out from fitting):
   (the random walk with drift of Hyndman & Athanasopoulos, *Forecasting: Principles and
   Practice*, 3rd ed., section 5.2), extrapolated h months ahead.
 
+and tunes a fourth, Holt's linear trend with a damped trend (*ibid.*, section 8.2), by an
+exhaustive grid search of its smoothing parameters alpha and beta and its damping phi
+(:data:`HOLT_GRID`, 9,600 combinations), each scored by its one-step-ahead squared errors
+over the training months. The search is about 0.2 s of pure Python per ticker: the
+CPU-heavy step worth spreading over cores, with the same code, by running the pipeline
+with ``--executor processes`` or ``--executor dask``. It is deterministic (no random
+numbers), so the report does not depend on where the fits ran.
+
 Errors are MAE and RMSE in dollars and MAPE in percent. ``report`` writes
 ``<workdir>/prices_report.md``.
 """
@@ -90,12 +98,66 @@ def _errors(actual: list[float], predicted: list[float]) -> dict[str, float]:
     }
 
 
+HOLT_GRID = (
+    tuple(i / 40 for i in range(1, 41)),
+    tuple(i / 40 for i in range(1, 41)),
+    (0.8, 0.85, 0.9, 0.95, 0.98, 1.0),
+)
+"""The values of alpha, beta and phi that :func:`tune_holt` tries (all combinations)."""
+
+
+def _holt_sse(train: list[float], alpha: float, beta: float, phi: float) -> tuple[float, float, float]:
+    """One pass of damped Holt over ``train`` (error-correction form, level and trend
+    started from the first two months): the sum of squared one-step errors, and the
+    final level and trend."""
+    level, trend = train[0], train[1] - train[0]
+    sse = 0.0
+    for price in train[1:]:
+        damped = phi * trend
+        error = price - level - damped
+        sse += error * error
+        level += damped + alpha * error
+        trend = damped + alpha * beta * error
+    return sse, level, trend
+
+
+def tune_holt(train: list[float], horizon: int) -> dict[str, Any]:
+    """Grid-search damped Holt on ``train`` (at least 2 prices) and forecast ``horizon``
+    months: ``{"alpha", "beta", "phi", "combinations", "forecast": [USD, ...]}``.
+
+    The chosen parameters minimise the in-sample one-step squared error; ties keep the
+    first combination in :data:`HOLT_GRID` order.
+    """
+    best: tuple[float, float, float, float, float, float] | None = None
+    alphas, betas, phis = HOLT_GRID
+    for alpha in alphas:
+        for beta in betas:
+            for phi in phis:
+                sse, level, trend = _holt_sse(train, alpha, beta, phi)
+                if best is None or sse < best[0]:
+                    best = (sse, alpha, beta, phi, level, trend)
+    assert best is not None
+    _, alpha, beta, phi, level, trend = best
+    forecast, damping = [], 0.0
+    for h in range(1, horizon + 1):
+        damping += phi**h
+        forecast.append(level + damping * trend)
+    return {
+        "alpha": alpha,
+        "beta": beta,
+        "phi": phi,
+        "combinations": len(alphas) * len(betas) * len(phis),
+        "forecast": forecast,
+    }
+
+
 def fit(series: list[list[Any]], params: dict[str, Any], ticker: str = "") -> dict[str, Any]:
-    """Fit and score the three forecasters on one ticker's cleaned series.
+    """Fit and score the three forecasters, and tune damped Holt, on one ticker's series.
 
     Returns statistics of the whole series (first/last date and price, total return in
-    percent, annualised volatility of monthly log returns in percent) and, per model,
-    its errors on the last ``holdout`` months.
+    percent, annualised volatility of monthly log returns in percent), per model its
+    errors on the last ``holdout`` months, and under ``"holt"`` the tuned parameters of
+    damped Holt and its errors on the same months (see :func:`tune_holt`).
     """
     holdout = int(params["holdout"])
     if holdout < 1:
@@ -112,6 +174,8 @@ def fit(series: list[list[Any]], params: dict[str, Any], ticker: str = "") -> di
         "drift": [train[-1] + h * slope for h in steps],
     }
     models = {name: _errors(test, predicted) for name, predicted in forecasts.items()}
+    holt = tune_holt(train, holdout)
+    holt["errors"] = _errors(test, holt.pop("forecast"))
     returns = [math.log(b / a) for a, b in zip(prices, prices[1:])]
     return {
         "ticker": ticker,
@@ -123,6 +187,7 @@ def fit(series: list[list[Any]], params: dict[str, Any], ticker: str = "") -> di
         "holdout": holdout,
         "models": models,
         "best": min(models, key=lambda name: models[name]["mae"]),
+        "holt": holt,
     }
 
 
@@ -164,6 +229,24 @@ def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
         wins[f["best"]] = wins.get(f["best"], 0) + 1
     summary = ", ".join(f"{name} on {n} ticker{'s' if n > 1 else ''}" for name, n in sorted(wins.items()))
     lines += ["", f"Lowest MAE: {summary}.", ""]
+    combinations = fits[0]["holt"]["combinations"]
+    lines += [
+        "## Damped Holt, tuned by grid search",
+        "",
+        f"Smoothing alpha and beta and damping phi chosen among {combinations:,} combinations by "
+        "the one-step squared error over the training months; errors over the same held-out months.",
+        "",
+        "| ticker | alpha | beta | phi | MAE $ | RMSE $ | MAPE % | MAE vs best of the three $ |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for f in fits:
+        h, err = f["holt"], f["holt"]["errors"]
+        gain = err["mae"] - f["models"][f["best"]]["mae"]
+        lines.append(
+            f"| {f['ticker']} | {h['alpha']:.3f} | {h['beta']:.3f} | {h['phi']:.2f} | {err['mae']:.2f} "
+            f"| {err['rmse']:.2f} | {err['mape']:.1f} | {gain:+.2f} |"
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
