@@ -46,6 +46,7 @@ from ._errors import (
     TaskTimeoutError,
     UnboundParameterError,
     UnknownDependencyError,
+    WorkdirLockedError,
 )
 from ._events import (
     AttemptFailed,
@@ -145,6 +146,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnboundParameterError",
     "UnknownDependencyError",
+    "WorkdirLockedError",
     "__version__",
     "code_digest",
     "file_digest",

@@ -3,14 +3,16 @@
 Exit codes: 0 every task succeeded or was cached; 1 a task failed, was skipped or was
 cancelled (or asyncflow itself failed); 2 a usage error (bad option, unknown module, a
 module that raises on import, an invalid pipeline or parameter, an unusable working
-directory); 130 interrupted with Ctrl-C. Errors are one line on stderr; full tracebacks
-go to the run's log file, ``<workdir>/runs/<run id>/run.log``.
+directory); 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (see
+:mod:`asyncflow._interrupt`). Errors are one line on stderr; full tracebacks go to the
+run's log file, ``<workdir>/runs/<run id>/run.log``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import functools
 import importlib
 import importlib.util
@@ -29,9 +31,17 @@ from loguru import logger
 from . import __version__
 from . import _history as history
 from ._dask import DaskExecutor
-from ._errors import ExecutorError, MissingCheckpointError, PipelineDefinitionError, UnknownDependencyError
+from ._errors import (
+    ExecutorError,
+    MissingCheckpointError,
+    PipelineDefinitionError,
+    UnknownDependencyError,
+    WorkdirLockedError,
+)
 from ._executors import EXECUTOR_NAMES, Executor, resolve_executor
 from ._graph import Graph
+from ._interrupt import DEFAULT_GRACE, SignalGuard, TaskTracker, describe_error, route_asyncio_logging
+from ._lock import LOCK_MODES
 from ._logging import add_cli_sinks
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._plan import make_plan, select
@@ -65,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an asyncflow pipeline: every task starts as soon as its upstream "
         "tasks finish; finished tasks are checkpointed and skipped on the next run.",
         epilog="Exit codes: 0 all tasks succeeded or cached; 1 a task failed or was skipped; "
-        "2 usage error; 130 interrupted. Example: python -m asyncflow pipelines.prices "
-        "--param holdout=24",
+        "2 usage error; 130 interrupted by SIGINT, 143 by SIGTERM. Example: "
+        "python -m asyncflow pipelines.prices --param holdout=24",
     )
     parser.add_argument(
         "module",
@@ -113,6 +123,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="cancel the rest of the run at the first failed task (default: only the failed "
         "task's downstream tasks are skipped)",
+    )
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="TAG=N",
+        help="run at most N tasks tagged TAG at once, on top of --max-concurrency "
+        "(repeatable; N a positive integer; TAG must be a tag of some task)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=_seconds,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, the running tasks are cancelled and get this many seconds "
+        f"for their cleanup before it is abandoned (default: {DEFAULT_GRACE:g}); a second "
+        "signal stops at once",
+    )
+    parser.add_argument(
+        "--lock",
+        choices=LOCK_MODES,
+        default="fail",
+        help="when another run holds the working directory's lock (<workdir>/.lock): fail at "
+        "once naming that run (exit 1), or wait until it finishes (default: fail)",
     )
     parser.add_argument(
         "--backend",
@@ -189,6 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -240,14 +284,18 @@ def load_module(spec: str) -> ModuleType:
 
 
 def _import_failure(spec: str, exc: BaseException) -> str:
+    """One line naming the error, then the module's own frames (no importlib, no asyncflow)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
         if "importlib" not in frame.filename and not frame.filename.startswith("<frozen")
-        and not frame.filename.endswith(os.path.join("asyncflow", "_cli.py"))
+        and not os.path.abspath(frame.filename).startswith(package)
     ]
-    lines = traceback.format_list(frames) + traceback.format_exception_only(exc)
-    return f"importing {spec!r} failed:\n" + "".join(lines).rstrip()
+    error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    error = error.replace(f"{type(exc).__module__}.{type(exc).__qualname__}", type(exc).__name__, 1)
+    lines = ["Traceback of the module (most recent call last):\n", *traceback.format_list(frames)]
+    return f"importing {spec!r} failed: {error}\n" + "".join(lines).rstrip()
 
 
 def find_pipeline(module: ModuleType, name: str | None) -> Pipeline:
@@ -299,6 +347,36 @@ def parse_params(pairs: Sequence[str], pipeline: Pipeline) -> dict[str, Any]:
         except ValueError as exc:
             raise UsageError(f"--param {key}={raw}: {exc}") from None
     return params
+
+
+def parse_pools(pairs: Sequence[str], graph: Graph) -> dict[str, int]:
+    """Turn ``--pool TAG=N`` strings into ``pools`` for :meth:`Pipeline.run`.
+
+    Raises:
+        UsageError: a pair without ``=``, a limit that is not a positive integer, a tag
+            given twice, or a tag that no task carries (with the closest tag, if any).
+    """
+    tags = sorted({tag for node in graph.nodes for tag in node.task.tags})
+    pools: dict[str, int] = {}
+    for pair in pairs:
+        tag, sep, raw = pair.partition("=")
+        tag = tag.strip()
+        if not sep or not tag:
+            raise UsageError(f"--pool expects TAG=N, got {pair!r}")
+        try:
+            limit = _positive_int(raw.strip())
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--pool {tag}={raw}: {exc}") from None
+        if tag in pools:
+            raise UsageError(f"--pool {tag} is given twice")
+        if tag not in tags:
+            close = difflib.get_close_matches(tag, tags, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(
+                f"--pool {tag}={limit}: no task has tag {tag!r}{hint} (tags: {', '.join(tags) or 'none'})"
+            )
+        pools[tag] = limit
+    return pools
 
 
 def _convert(raw: str, default: Any) -> Any:
@@ -397,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         graph = pipeline.validate()
         selected = _selection(args, graph)
         executor = _executor(args)
+        pools = parse_pools(args.pool, graph)
     except (UsageError, PipelineDefinitionError) as exc:
         _fail(str(exc), EXIT_USAGE)
     if args.list or args.graph or args.dry_run:
@@ -413,21 +492,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         _fail(f"cannot use working directory {str(workdir)!r}: {exc.strerror or exc}", EXIT_USAGE)
     add_cli_sinks(level=args.log_level, log_file=log_file, json_lines=args.log_json)
+    route_asyncio_logging()
+
+    sinks = frozenset(node.name for node in graph.nodes if not node.downstream)
+    tracker = TaskTracker(pipeline.name, [node.name for node in graph.nodes], params)
+    guard = SignalGuard(
+        tracker,
+        grace=args.grace,
+        render=lambda r: json.dumps(run_json(r, log_file)) if args.json else render_summary(r, sinks),
+        log_file=log_file,
+    )
 
     display = terminal_display() if not args.log_json else None  # live progress on a terminal
 
-    async def run() -> RunResult:
-        return await pipeline.run(
-            params=params,
-            workdir=workdir,
-            force=args.no_skip,
-            max_concurrency=args.max_concurrency,
-            fail_fast=args.fail_fast,
-            run_id=run_id,
-            only=selected,
-            listeners=[] if display is None else [display],
-            record=True,
-            executor=executor,
+    async def run() -> RunResult | None:
+        return await guard.run(
+            lambda: pipeline.run(
+                params=params,
+                workdir=workdir,
+                force=args.no_skip,
+                max_concurrency=args.max_concurrency,
+                fail_fast=args.fail_fast,
+                run_id=run_id,
+                only=selected,
+                executor=executor,
+                listeners=[tracker] if display is None else [tracker, display],
+                record=True,
+                pools=pools,
+                lock=args.lock,
+            )
         )
 
     try:
@@ -442,19 +535,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExecutorError as exc:  # raised before any task ran
         logger.opt(exception=exc).bind(run_id=run_id, task="-").debug("the executor failed")
         _fail(f"{exc} (log: {log_file})", EXIT_FAILED)
+    except WorkdirLockedError as exc:
+        _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         print(f"\nasyncflow: interrupted; finished tasks are checkpointed (log: {log_file})", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug in asyncflow, or an error it did not foresee
-        logger.opt(exception=exc).bind(run_id=run_id, task="-").critical("asyncflow failed")
-        _fail(f"asyncflow failed: {type(exc).__name__}: {exc} (traceback in {log_file})", EXIT_FAILED)
+    except BaseException as exc:  # a task raised SystemExit or a BaseException; or a bug
+        logger.opt(exception=exc).bind(run_id=run_id, task="-").debug("the run stopped")
+        print(guard.render(tracker.result(stopped_by=describe_error(exc))))
+        _fail(f"the run stopped: {describe_error(exc)} (traceback in {log_file})", EXIT_FAILED)
+    if result is None:  # interrupted by a signal
+        print(guard.render(tracker.result()))
+        print(
+            f"asyncflow: interrupted by {tracker.interrupted_by}; cancelled: "
+            f"{', '.join(tracker.cancelled) or 'none'}; finished tasks are checkpointed and "
+            f"a rerun resumes (log: {log_file})",
+            file=sys.stderr,
+        )
+        return guard.exit_code
 
     if args.json:
         print(json.dumps(run_json(result, log_file)))
         return EXIT_OK if result.ok else EXIT_FAILED
-    sinks = frozenset(node.name for node in graph.nodes if not node.downstream)
     print(render_summary(result, sinks))
     print(f"log: {log_file}")
+    for name, error in result.errors.items():
+        print(f"asyncflow: task {name!r} failed: {describe_error(error)}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

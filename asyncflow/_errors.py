@@ -17,6 +17,7 @@ Every error asyncflow raises on purpose derives from :class:`AsyncflowError`::
      │    └── TaskPicklingError                      a call or result could not be pickled
      ├── MissingCheckpointError                      a partial run needs results never saved
      ├── ExecutorError                               an executor cannot be used (before tasks run)
+     ├── WorkdirLockedError                          another run holds the working directory
      └── RunFailedError                              raised by ``RunResult.raise_for_failures()``
 
 Definition errors are also :class:`ValueError` so that code which validates input the
@@ -45,6 +46,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnboundParameterError",
     "UnknownDependencyError",
+    "WorkdirLockedError",
 ]
 
 
@@ -160,6 +162,35 @@ class MissingCheckpointError(AsyncflowError):
         super().__init__(
             f"the selected tasks need the results of {names}, which have no checkpoint; "
             "run the pipeline without a selection first, or select these tasks too"
+        )
+
+
+class WorkdirLockedError(AsyncflowError):
+    """Another run holds the working directory's lock (``<workdir>/.lock``), and the run
+    was asked not to wait for it (``lock="fail"``, the CLI's ``--lock fail``).
+
+    Attributes:
+        workdir: the working directory.
+        holder: what the holding run recorded in ``<workdir>/.lock.info``: ``run_id``,
+            ``pid``, ``pipeline``, ``started_at`` (ISO 8601, UTC) and ``host``; ``None`` when
+            it had not written it yet (or it was unreadable).
+        who: the holder in words, e.g. ``"run 20250101T120000-a1b2c3 (pid 4242, ...)"``.
+    """
+
+    def __init__(self, workdir: str, holder: Mapping[str, object] | None) -> None:
+        self.workdir = workdir
+        self.holder: dict[str, object] | None = dict(holder) if holder is not None else None
+        if holder is not None:
+            who = (
+                f"run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')}, pipeline "
+                f"{holder.get('pipeline', '?')!r}, started {holder.get('started_at', '?')})"
+            )
+        else:
+            who = "another run (it has not recorded its id yet)"
+        self.who = who
+        super().__init__(
+            f"working directory {workdir!r} is in use by {who}; wait for it to finish, use "
+            "another working directory, or wait for the lock (lock='wait', CLI: --lock wait)"
         )
 
 

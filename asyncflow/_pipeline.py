@@ -14,11 +14,12 @@ from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
 from ._events import Listener
 from ._executors import Executor, resolve_executor
 from ._graph import Graph, build_graph
+from ._lock import LOCK_MODES, LockMode, WorkdirLock
 from ._logging import LogListener
 from ._records import RunRecorder, save_after_run
 from ._result import RunResult
 from ._retry import RetryPolicy
-from ._runner import execute
+from ._runner import execute, new_run_id
 from ._store import CheckpointStore, FileStore
 from ._task import Task, make_task
 
@@ -242,6 +243,7 @@ class Pipeline:
         only: Iterable[str] | None = None,
         pools: Mapping[str, int] | None = None,
         record: bool = False,
+        lock: LockMode | None = "fail",
         executor: Executor | str | None = None,
     ) -> RunResult:
         """Run the pipeline once, inside the caller's event loop (asyncio or trio).
@@ -272,6 +274,14 @@ class Pipeline:
                 :class:`~asyncflow.RunRecorder`), also when the run is cancelled; a record
                 that cannot be written is logged, never raised. Default ``False`` (the
                 command line records every run).
+            lock: a run that writes its checkpoints under ``workdir`` (the default
+                store) holds ``<workdir>/.lock`` from start to end, so two runs never
+                write to one working directory at once. When another run holds it:
+                ``"fail"`` (default) raises :class:`~asyncflow.WorkdirLockedError` naming
+                that run at once; ``"wait"`` waits until it is released (the wait is
+                cancellable); ``None`` takes no lock. Once held, temporary files left in
+                the checkpoint directory by a crashed run are removed. Runs with
+                ``checkpoints=False`` or another ``store`` take no lock.
             executor: where the plain ``def`` tasks compute: ``None`` or ``"local"``
                 (default: worker threads), ``"processes"`` (a
                 :class:`~asyncflow.ProcessExecutor`), ``"dask"`` (a
@@ -292,6 +302,8 @@ class Pipeline:
             ValueError: ``max_concurrency`` or a pool limit is not a positive int, or
                 ``executor`` is not a known name or an :class:`~asyncflow.Executor`.
             OSError: the working directory cannot be created.
+            WorkdirLockedError: ``lock="fail"`` and another run holds the working directory.
+            ValueError: ``lock`` is not ``"fail"``, ``"wait"`` or ``None``.
             ExecutorError: the executor cannot be used (e.g. ``"dask"`` on trio, or an
                 unreachable scheduler); raised before any task runs.
             Cancellation: when the caller is cancelled, the running tasks are cancelled
@@ -306,6 +318,13 @@ class Pipeline:
         if not checkpoints:
             store = None
         await anyio.Path(root).mkdir(parents=True, exist_ok=True)
+        run_id = run_id or new_run_id()
+        if lock is not None and lock not in LOCK_MODES:
+            raise ValueError(f"lock must be 'fail', 'wait' or None, not {lock!r}")
+        held = None
+        if lock is not None and isinstance(store, FileStore) and store.directory == root / "checkpoints":
+            held = WorkdirLock(root, mode=lock, run_id=run_id, pipeline=self.name, cleanup=(store.directory,))
+            await held.acquire()
         all_listeners: list[Listener] = [*listeners, LogListener()] if log else list(listeners)
         recorder = RunRecorder() if record else None
         if recorder is not None:
@@ -328,6 +347,8 @@ class Pipeline:
                 executor=chosen_executor,
             )
         finally:
+            if held is not None:
+                held.release()
             if recorder is not None:
                 await save_after_run(recorder, root / "runs")
 

@@ -413,6 +413,8 @@ class _Run:
         policy = task.retry
         attempt = 0
         while True:
+            if self.cancel_reason is not None:  # fail_fast struck during an await above: start
+                return  # no attempt; the task ends CANCELLED with the rest
             attempt += 1
             self.attempts[i] = attempt
             if task.wants_context:
@@ -467,9 +469,9 @@ class _Run:
             except (TypeError, ValueError) as exc:
                 error = CheckpointError(
                     task.name,
-                    f"task {task.name!r} returned a result that cannot be checkpointed as JSON "
-                    f"({exc}); return plain data (dict, list, str, int, float, bool, None) or "
-                    "declare the task with checkpoint=False",
+                    f"task {task.name!r} returned a result that is not strict JSON: {exc}; return "
+                    "plain data (dict, list, str, int, float, bool, None) or declare the task "
+                    "with checkpoint=False",
                 )
                 error.__cause__ = exc
                 self.fail(i, error)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -40,11 +41,13 @@ __all__ = [
     "dumps_json",
     "read_json",
     "read_text",
+    "temporary_files",
     "write_json",
     "write_text_atomic",
 ]
 
 _TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 def _on_asyncio() -> bool:
@@ -101,6 +104,21 @@ async def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
             raise
 
 
+def temporary_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The temporary files in ``directory`` left by writes that never finished (a crash).
+
+    They are the ``.<name>.<8 hex digits>.tmp`` files of :func:`write_text_atomic`; none
+    of them can load as a checkpoint. Only a caller that knows no live write uses the
+    directory may delete them (asyncflow does so under the working directory's lock).
+    Returns ``[]`` when the directory does not exist.
+    """
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(Path(directory, name) for name in names if _TMP_NAME.fullmatch(name))
+
+
 def dumps_json(value: Any) -> str:
     """Encode ``value`` as strict JSON (``allow_nan=False``).
 
@@ -109,9 +127,17 @@ def dumps_json(value: Any) -> str:
 
     Raises:
         TypeError: ``value`` holds an object JSON cannot represent (the message names its type).
-        ValueError: ``value`` holds NaN or an infinity, or a circular reference.
+        ValueError: ``value`` holds NaN or an infinity (the message says so), or a circular
+            reference.
     """
-    return json.dumps(value, allow_nan=False, ensure_ascii=False)
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except ValueError as exc:
+        if not str(exc).startswith("Out of range float"):
+            raise
+        raise ValueError(
+            "it holds NaN or infinity, which strict JSON does not allow (use None or a string)"
+        ) from exc
 
 
 async def read_json(path: str | os.PathLike[str]) -> Any:

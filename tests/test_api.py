@@ -71,6 +71,7 @@ EXPECTED_ALL = [
     "TaskTimeoutError",
     "UnboundParameterError",
     "UnknownDependencyError",
+    "WorkdirLockedError",
     "__version__",
     "code_digest",
     "file_digest",

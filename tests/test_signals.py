@@ -1,0 +1,187 @@
+"""SIGINT and SIGTERM to ``python -m asyncflow``: real signals to a real subprocess.
+
+The pipeline below runs ``first -> second -> slow -> last`` plus an independent ``idle``.
+``slow`` and ``idle`` create a marker file when they start and then sleep; ``slow`` records
+its cleanup (in ``finally``) with another marker. Each test waits for the start markers,
+sends the signal, and checks the exit code, the summary, the checkpoints and the rerun.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from faults import (
+    checkpoints,
+    cli,
+    env,
+    leftovers,
+    read_stderr_until,
+    start,
+    states,
+    wait_for_file,
+    write_pipeline,
+)
+
+PIPELINE = """
+    import os
+    import time
+    from pathlib import Path
+
+    import anyio
+
+    import asyncflow
+
+    MARKS = Path(os.environ["MARKS"])
+    SLOW_S = float(os.environ.get("SLOW_S", "60"))
+    pipeline = asyncflow.Pipeline("sig")
+
+
+    @pipeline.task
+    async def first() -> int:
+        return 1
+
+
+    @pipeline.task
+    async def second(first: int) -> dict:
+        return {"value": first + 1, "blob": "x" * 100_000}
+
+
+    @pipeline.task
+    async def slow(second: dict) -> int:
+        (MARKS / "slow.started").touch()
+        try:
+            await anyio.sleep(SLOW_S)
+        finally:
+            cleanup_s = float(os.environ.get("CLEANUP_S", "0.1"))
+            if os.environ.get("CLEANUP", "await") == "block":
+                time.sleep(cleanup_s)  # blocks the event loop: only a signal handler can act
+            else:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(cleanup_s)
+            (MARKS / "slow.cleaned").touch()
+        return second["value"] + 1
+
+
+    @pipeline.task
+    async def idle() -> str:
+        (MARKS / "idle.started").touch()
+        await anyio.sleep(SLOW_S)
+        return "idle"
+
+
+    @pipeline.task
+    async def last(slow: int, idle: str) -> int:
+        return slow
+"""
+
+BACKENDS = ["asyncio", "trio"]
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(pipeline file, working directory, marker directory)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    return write_pipeline(tmp_path, PIPELINE), tmp_path / "work", marks
+
+
+def interrupt_when_running(
+    flow: tuple[Path, Path, Path], *args: str, signum: signal.Signals = signal.SIGINT, **environ: str
+) -> tuple[subprocess.Popen[str], float]:
+    """Start the pipeline, wait until ``slow`` and ``idle`` run, send ``signum``."""
+    path, workdir, marks = flow
+    proc = start(path, "--workdir", workdir, *args, environ=env(MARKS=str(marks), **environ))
+    wait_for_file(marks / "slow.started", proc)
+    wait_for_file(marks / "idle.started", proc)
+    proc.send_signal(signum)
+    return proc, time.monotonic()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_cancels_running_tasks_keeps_checkpoints_and_the_rerun_resumes(
+    flow: tuple[Path, Path, Path], backend: str, signum: signal.Signals, code: int
+) -> None:
+    path, workdir, marks = flow
+    proc, _ = interrupt_when_running(flow, "--backend", backend, signum=signum)
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == code, err
+    assert (marks / "slow.cleaned").exists()  # the cancelled task's finally block ran
+    assert states(out) == {
+        "first": "succeeded",
+        "second": "succeeded",
+        "slow": "cancelled",
+        "idle": "cancelled",
+        "last": "cancelled",
+    }
+    assert f"interrupted by {signum.name} while running" in out
+    assert f"interrupted by {signum.name} before it started" in out  # last
+    assert f"asyncflow: interrupted by {signum.name}; cancelled: slow, idle, last" in err
+    assert "Traceback" not in out + err
+    assert checkpoints(workdir)["second"]["value"] == 2
+    assert set(checkpoints(workdir)) == {"first", "second"}
+    assert leftovers(workdir) == []
+
+    rerun = cli(path, "--workdir", workdir, "--backend", backend, environ=env(MARKS=str(marks), SLOW_S="0"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert states(rerun.stdout) == {
+        "first": "cached",
+        "second": "cached",
+        "slow": "succeeded",
+        "idle": "succeeded",
+        "last": "succeeded",
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cleanup_longer_than_the_grace_period_is_abandoned(
+    flow: tuple[Path, Path, Path], backend: str
+) -> None:
+    _, workdir, marks = flow
+    proc, sent = interrupt_when_running(
+        flow, "--backend", backend, "--grace", "0.5", signum=signal.SIGTERM, CLEANUP_S="60"
+    )
+    out, err = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - sent
+
+    assert proc.returncode == 143, err
+    assert 0.5 <= elapsed < 15
+    assert not (marks / "slow.cleaned").exists()
+    assert states(out)["slow"] == "cancelled"
+    assert "did not finish within the 0.5 s grace period" in out + err
+    assert set(checkpoints(workdir)) == {"first", "second"}
+    assert leftovers(workdir) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cleanup", ["await", "block"])
+def test_second_sigint_stops_at_once_even_when_the_cleanup_blocks_the_loop(
+    flow: tuple[Path, Path, Path], backend: str, cleanup: str
+) -> None:
+    workdir = flow[1]
+    proc, _ = interrupt_when_running(
+        flow, "--backend", backend, "--grace", "60", CLEANUP=cleanup, CLEANUP_S="60"
+    )
+    read_stderr_until(proc, "received SIGINT")
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, err
+    assert time.monotonic() - sent < 10  # far below the 60 s of cleanup and of grace
+    assert "stopped at once by a second SIGINT" in out + err
+    assert states(out)["slow"] == "cancelled"
+    assert set(checkpoints(workdir)) == {"first", "second"}
+    assert leftovers(workdir) == []
+
+
+def test_grace_option_documents_its_default() -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    assert "--grace SECONDS" in result.stdout
+    assert "(default: 5)" in " ".join(result.stdout.split())
