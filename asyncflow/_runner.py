@@ -175,10 +175,9 @@ class _Run:
         self.started: list[float | None] = [None] * n
         self.finished: list[float | None] = [None] * n
         self.errors: list[BaseException | None] = [None] * n
-        # Where each plain def task runs (None: a coroutine, awaited on the loop); see place().
-        self.submits: list[Submit | None] = [
-            None if node.task.is_async else submit_thread for node in graph.nodes
-        ]
+        # Where each plain def task runs, once an executor is placed (see place()); until
+        # then none: every plain def task runs in a worker thread, at no cost per task.
+        self.submits: list[Submit] | None = None
         self.reasons: list[str | None] = [None] * n
         self.ready: deque[int] = deque()
         self.running = 0
@@ -437,7 +436,7 @@ class _Run:
                         result = await self.call(node, kwargs)
                     if scope.cancelled_caught:
                         raise TaskTimeoutError(
-                            task.name, task.timeout, thread_abandoned=self.submits[i] is submit_thread
+                            task.name, task.timeout, thread_abandoned=self.submit_of(i) is submit_thread
                         )
             except Exception as exc:
                 retry = not isinstance(exc, ForgottenAwaitError | TaskPicklingError) and policy.should_retry(
@@ -487,18 +486,21 @@ class _Run:
 
     def place(self, submit: Submit) -> None:
         """Send every plain def task not declared ``executor="local"`` to ``submit``."""
-        self.submits = [
-            s if s is None or node.task.executor == "local" else submit
-            for s, node in zip(self.submits, self.nodes, strict=True)
-        ]
+        self.submits = [submit_thread if node.task.executor == "local" else submit for node in self.nodes]
+
+    def submit_of(self, i: int) -> Submit | None:
+        """Where task ``i`` runs: ``None`` for a coroutine (on the event loop)."""
+        if self.nodes[i].task.is_async:
+            return None
+        return submit_thread if self.submits is None else self.submits[i]
 
     async def call(self, node: Node, kwargs: dict[str, Any]) -> Any:
         task = node.task
         if task.is_async:  # the event loop: the coroutine itself, no executor in between
             result = await task.fn(**kwargs)
         else:  # the executor seam: a worker thread (default), a process, a Dask cluster
-            submit = self.submits[node.index]
-            assert submit is not None
+            submits = self.submits
+            submit = submit_thread if submits is None else submits[node.index]
             result = await submit(task, kwargs)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
