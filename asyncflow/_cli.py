@@ -40,7 +40,14 @@ from ._errors import (
 )
 from ._executors import EXECUTOR_NAMES, Executor, resolve_executor
 from ._graph import Graph
-from ._interrupt import DEFAULT_GRACE, SignalGuard, TaskTracker, describe_error, route_asyncio_logging
+from ._interrupt import (
+    DEFAULT_GRACE,
+    SignalGuard,
+    TaskTracker,
+    describe_error,
+    exit_without_abandoned_threads,
+    route_asyncio_logging,
+)
 from ._lock import LOCK_MODES
 from ._logging import add_cli_sinks
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
@@ -556,12 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.json:
         print(json.dumps(run_json(result, log_file)))
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return exit_without_abandoned_threads(result, EXIT_OK if result.ok else EXIT_FAILED)
     print(render_summary(result, sinks))
     print(f"log: {log_file}")
     for name, error in result.errors.items():
         print(f"asyncflow: task {name!r} failed: {describe_error(error)}", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return exit_without_abandoned_threads(result, EXIT_OK if result.ok else EXIT_FAILED)
 
 
 def _executor(args: argparse.Namespace) -> Executor | None:

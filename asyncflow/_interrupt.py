@@ -35,6 +35,7 @@ import anyio
 from anyio.abc import TaskStatus
 from loguru import logger
 
+from ._errors import TaskTimeoutError
 from ._events import (
     Event,
     RunStarted,
@@ -54,6 +55,7 @@ __all__ = [
     "TaskTracker",
     "describe_error",
     "exit_code",
+    "exit_without_abandoned_threads",
     "route_asyncio_logging",
 ]
 
@@ -94,6 +96,34 @@ def route_asyncio_logging() -> None:
     asyncio_logger = logging.getLogger("asyncio")
     asyncio_logger.handlers[:] = [_ToLoguru()]
     asyncio_logger.propagate = False
+
+
+def exit_without_abandoned_threads(result: RunResult, code: int) -> int:
+    """Return ``code``, or end the process with it now if a timed-out thread still runs.
+
+    A plain ``def`` task that timed out keeps running in its worker thread (a thread cannot
+    be killed); on asyncio those threads are not daemons, so the interpreter would wait for
+    them at exit and the command line would hang after its summary. Instead this says
+    which tasks' threads are left behind, flushes the output and the log file, and exits
+    with ``os._exit(code)``, which does not wait for them.
+    """
+    left = [
+        name
+        for name, error in result.errors.items()
+        if isinstance(error, TaskTimeoutError) and error.thread_abandoned
+    ]
+    if not left:
+        return code
+    print(
+        f"asyncflow: not waiting for the worker thread{'s' if len(left) > 1 else ''} of "
+        f"{', '.join(left)}: timed out and still running; exiting without it",
+        file=sys.stderr,
+    )
+    logger.remove()  # closes the log file's sink
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -315,7 +315,7 @@ async def run_once(
     events: list[Event] = []
     started = 0
     result = None
-    with anyio.CancelScope() as scope:
+    with anyio.fail_after(60), anyio.CancelScope() as scope:  # a deadlock fails, never hangs
 
         def listen(event: Event) -> None:
             nonlocal started
