@@ -1,0 +1,1 @@
+"""asyncflow's benchmark suite: ``python -m benchmarks.run --help`` (see benchmarks/README.md)."""
