@@ -13,6 +13,7 @@ at start-up (tested below on trio).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import distributed
 import pytest
-from test_executors import ExecutorContract, cli, pid_of_worker, poll, square_all
+from test_executors import ROOT, ExecutorContract, cli, pid_of_worker, poll, square_all
 
 from asyncflow import DaskExecutor, Event, Executor, ExecutorError, Pipeline, TaskState
 
@@ -241,3 +242,20 @@ def test_executor_usage_errors_exit_2_with_one_line(
     assert proc.stderr.startswith(f"asyncflow: error: {message}")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_scale_out_benchmark_runs_every_executor(tmp_path: Path) -> None:
+    """A smoke test of ``python -m benchmarks.scale_out`` on tiny tasks: it cannot rot."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale_out", "--tasks", "2", "--seconds", "0.01", "--reps", "1",
+         "--out", str(tmp_path / "scale_out.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "scale_out.json").read_text())["rows"]
+    assert [row["executor"].split()[0] for row in rows] == ["event", "threads", "processes", "dask"]
+    assert "| dask (LocalCluster, 2 workers) | 2 |" in proc.stdout
