@@ -30,6 +30,11 @@ Attempts. Each attempt of a task runs under a cancel scope only when the task ha
 ``timeout`` (``anyio.move_on_after``). A failed attempt whose exception the task's
 :class:`~asyncflow.RetryPolicy` retries is followed by ``anyio.sleep(backoff)``; anything
 else fails the task. Cancellation is never caught here except to record it and re-raise.
+An attempt of a coroutine task awaits its coroutine here, on the event loop; an attempt of
+a plain ``def`` task awaits the run's executor (see :mod:`asyncflow._executors`: a worker
+thread by default, else a process pool or a Dask cluster, opened before the first task
+and closed after the last), so retries, timeouts and cancellation work the same wherever
+it computes. A pickling error or a forgotten ``await`` is never retried.
 
 Failures. A failed task marks every task downstream of it SKIPPED (each visited once);
 everything else keeps running. With ``fail_fast`` the first failure cancels the task
