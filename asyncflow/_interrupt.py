@@ -17,6 +17,11 @@ removes (see :mod:`asyncflow._lock`).
 
 An interrupted run never returns a :class:`~asyncflow.RunResult`, so the summary is built
 by :class:`TaskTracker`, an event listener that keeps the last known state of every task.
+
+The command line's other ways out live here too, so that none of them prints a raw
+traceback or hangs: :func:`describe_error` (an exception group as one line),
+:func:`route_asyncio_logging` (asyncio's own error reports to the log file) and
+:func:`exit_without_abandoned_threads` (no waiting at exit for a timed-out thread).
 """
 
 from __future__ import annotations
@@ -115,8 +120,8 @@ def exit_without_abandoned_threads(result: RunResult, code: int) -> int:
     if not left:
         return code
     print(
-        f"asyncflow: not waiting for the worker thread{'s' if len(left) > 1 else ''} of "
-        f"{', '.join(left)}: timed out and still running; exiting without it",
+        f"asyncflow: exiting without waiting for the worker thread{'s' if len(left) > 1 else ''} "
+        f"that {', '.join(left)} left behind when {'they' if len(left) > 1 else 'it'} timed out",
         file=sys.stderr,
     )
     logger.remove()  # closes the log file's sink
@@ -167,6 +172,7 @@ class TaskTracker:
         self.finished: dict[str, float] = {}
         self.errors: dict[str, BaseException] = {}
         self.reasons: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
         self.interrupted_by: str | None = None
         """Set by :class:`SignalGuard` to the signal's name when it cancels the run."""
         self._mono0 = 0.0
@@ -176,6 +182,9 @@ class TaskTracker:
         """Record ``event``."""
         if isinstance(event, RunStarted):
             self.run_id, self._mono0, self._wall0 = event.run_id, event.time, time.time()
+            if event.upstream:  # a partial run (--only ...): just its tasks
+                in_run = set(event.upstream)
+                self.states = {name: s for name, s in self.states.items() if name in in_run}
             return
         task: str | None = getattr(event, "task", None)
         if task is None or task not in self.states:
@@ -184,12 +193,15 @@ class TaskTracker:
             self.states[task] = TaskState.RUNNING
             self.attempts[task] = event.attempt
             self.started.setdefault(task, event.time)
+            if event.cache_key is not None:
+                self.keys[task] = event.cache_key
             return
         if isinstance(event, TaskSucceeded):
             self.states[task] = TaskState.SUCCEEDED
         elif isinstance(event, TaskCached):
             self.states[task] = TaskState.CACHED
             self.started.setdefault(task, event.time)
+            self.keys[task] = event.cache_key
         elif isinstance(event, TaskFailed):
             self.states[task] = TaskState.FAILED
             self.errors[task] = event.error
@@ -250,6 +262,7 @@ class TaskTracker:
                 finished_at=wall(end),
                 duration=None if start is None or end is None else end - start,
                 error=self.errors.get(name),
+                cache_key=self.keys.get(name),
                 reason=reason,
             )
         now = time.time()

@@ -19,6 +19,7 @@ import pytest
 from faults import checkpoints, cli, leftovers, states, write_pipeline
 
 from asyncflow import CheckpointError, Pipeline, RunFailedError, TaskState
+from asyncflow._interrupt import describe_error
 
 GOOD = """
     import asyncflow
@@ -496,3 +497,10 @@ async def test_embedding_code_reads_every_failed_tasks_exception_and_traceback(t
     assert "parse: ValueError: bad row 7" in str(caught.value)
     assert "lookup: KeyError: 'missing'" in str(caught.value)
     assert result.tasks["fine"].state is TaskState.SUCCEEDED
+
+
+def test_error_descriptions_flatten_exception_groups() -> None:
+    group = BaseExceptionGroup("outer", [ValueError("a"), ExceptionGroup("inner", [KeyError("b")])])
+    assert describe_error(group) == "2 errors: ValueError: a; KeyError: 'b'"
+    assert describe_error(SystemExit(3)) == "SystemExit: 3"
+    assert describe_error(KeyboardInterrupt()) == "KeyboardInterrupt"

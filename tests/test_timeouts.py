@@ -67,4 +67,4 @@ def test_cli_reports_an_abandoned_thread_and_does_not_wait_for_it(tmp_path: Path
         "asyncflow: task 'blocks' failed: TaskTimeoutError: task 'blocks' timed out after 0.2 s "
         "(its worker thread could not be stopped and was left running)"
     ) in result.stderr
-    assert "not waiting for the worker thread of blocks" in result.stderr
+    assert "exiting without waiting for the worker thread that blocks left behind" in result.stderr
