@@ -95,6 +95,7 @@ class Settings:
     sleep_seconds: float = SLEEP_SECONDS
     kinds: tuple[str, ...] = ("overhead", "sleeps", "checkpoints", "peers", "import")
     import_reps: int = 7
+    from_json: Path | None = None
 
     def reps_for(self, n: int) -> int:
         """Timed repetitions for a DAG of ``n`` nodes (the median is reported)."""
@@ -864,7 +865,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     for row, backend in enumerate(backends):
         for col, shape in enumerate(shapes):
             ax = axes[row][col]
-            for runner in (AF, AF_LISTENER, *BASELINES):
+            for runner, color in zip((AF, *OTHERS), ("C0", "C1", "C2", "C3", "C4"), strict=True):
                 pts = sorted(
                     (r["n"], r["us_per_task"])
                     for r in over
@@ -875,6 +876,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
                         *zip(*pts, strict=True),
                         marker="o",
                         label=runner,
+                        color=color,
                         linewidth=2.5 if runner == AF else 1.2,
                     )
             dask_pts = sorted(
@@ -887,7 +889,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
                     *zip(*dask_pts, strict=True),
                     marker="s",
                     linestyle="--",
-                    label="dask threaded",
+                    label="dask threaded (plain functions, no event loop)",
                     color="grey",
                 )
             ax.set_xscale("log")
@@ -898,8 +900,9 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
                 ax.set_xlabel("tasks")
             if col == 0:
                 ax.set_ylabel("µs per no-op task")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -931,6 +934,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random DAGs")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="measure nothing: redo the tables and plot of a results.json into --out",
+    )
+    parser.add_argument(
         "--sleep-ms", type=float, default=SLEEP_SECONDS * 1e3, help="sleep of each task in the sleep runs"
     )
     kinds = Settings.kinds
@@ -954,6 +964,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         sleep_seconds=args.sleep_ms / 1e3,
         kinds=tuple(k for k in kinds if k in args.kinds),
         import_reps=args.reps or (3 if args.quick else 7),
+        from_json=args.from_json,
     )
 
 
@@ -993,20 +1004,11 @@ def meta(settings: Settings, argv: Sequence[str] | None) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the suite, write ``results.json``, ``results.md`` and ``overhead.png``, print the tables."""
+def measure(settings: Settings, argv: Sequence[str] | None) -> dict[str, Any]:
+    """Run every kind of measurement in ``settings.kinds``; the raw results."""
     started = time.perf_counter()
-    settings = parse_args(argv)
-    settings.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"meta": meta(settings, argv)}
     stages: dict[str, float] = {}
-
-    def stage(name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        value = fn()
-        stages[name] = time.perf_counter() - t0
-        return value
-
     with tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp:
         workdir = Path(tmp)
         kinds: dict[str, Callable[[], Any]] = {
@@ -1017,7 +1019,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "import": lambda: bench_import(settings),
         }
         for kind in settings.kinds:
-            results[kind] = stage(kind, kinds[kind])
+            t0 = time.perf_counter()
+            results[kind] = kinds[kind]()
+            stages[kind] = time.perf_counter() - t0
     results["overhead"], results["build"] = results.get("overhead", ([], []))
     for kind in ("sleeps", "checkpoints", "peers"):
         results.setdefault(kind, [])
@@ -1026,9 +1030,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["meta"]["seconds"] = time.perf_counter() - started
     results["meta"]["load_average_at_end"] = os.getloadavg()
     results["targets"] = target_checks(results)
-    (settings.out / "results.json").write_text(
-        json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8"
-    )
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure (or load ``--from-json``), write ``results.json``, ``results.md`` and
+    ``overhead.png`` into ``--out``, and print the tables."""
+    settings = parse_args(argv)
+    if settings.from_json is not None:
+        results = json.loads(settings.from_json.read_text(encoding="utf-8"))
+        results["targets"] = target_checks(results)
+    else:
+        results = measure(settings, argv)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    (settings.out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     text = report(results)
     (settings.out / "results.md").write_text(text, encoding="utf-8")
     png = plot(results, settings.out / "overhead.png")

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import run  # noqa: E402
 from benchmarks.dags import SHAPES, build_pipeline, make_dag  # noqa: E402
 
 
@@ -78,3 +79,7 @@ def test_quick_benchmark_run_writes_every_table(tmp_path: Path) -> None:
     assert report in proc.stdout
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "overhead.png").stat().st_size > 0
+
+    again = tmp_path / "again"
+    assert run.main(["--from-json", str(tmp_path / "results.json"), "--out", str(again)]) == 0
+    assert (again / "results.md").read_text(encoding="utf-8") == report
