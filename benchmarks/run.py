@@ -968,17 +968,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     )
 
 
+def git(*args: str) -> str:
+    """The output of ``git ARGS`` in the repository, or ``""`` without git or a repository."""
+    try:
+        proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO, check=False)
+    except OSError:
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
 def meta(settings: Settings, argv: Sequence[str] | None) -> dict[str, Any]:
     """Versions, machine and command line of this run."""
-    commit = (
-        subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
-        ).stdout.strip()
-        or "unknown"
-    )
-    if subprocess.run(
-        ["git", "status", "--porcelain", "asyncflow"], capture_output=True, text=True, cwd=REPO, check=False
-    ).stdout.strip():
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "asyncflow"):
         commit += " + uncommitted changes in asyncflow/"
     trio_version = None
     if importlib.util.find_spec("trio") is not None:
