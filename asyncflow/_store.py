@@ -292,7 +292,10 @@ class FileStore:
         """See :meth:`CheckpointStore.save`."""
         text, checkpoint = _encode(task, cache_key, result, key_parts)
         if not self._made:
-            await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
+            # Shielded like the write: a result that was computed is saved even if the run
+            # is being cancelled, whether or not this is the store's first save.
+            with anyio.CancelScope(shield=True):
+                await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
             self._made = True
         await write_text_atomic(self.path(task), text)
         return checkpoint

@@ -185,3 +185,45 @@ def test_grace_option_documents_its_default() -> None:
     assert result.returncode == 0
     assert "--grace SECONDS" in result.stdout
     assert "(default: 5)" in " ".join(result.stdout.split())
+
+
+THREADED = """
+    import os
+    import time
+    from pathlib import Path
+
+    import asyncflow
+
+    MARKS = Path(os.environ["MARKS"])
+    pipeline = asyncflow.Pipeline("threaded")
+
+
+    @pipeline.task
+    def crunch() -> int:
+        (MARKS / "crunch.started").touch()
+        time.sleep(1.0)  # a thread cannot be cancelled: it runs to its end
+        return 42
+
+
+    @pipeline.task
+    async def report(crunch: int) -> int:
+        return crunch
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_thread_running_at_the_signal_finishes_within_the_grace_and_is_checkpointed(
+    tmp_path: Path, backend: str
+) -> None:
+    marks, workdir = tmp_path / "marks", tmp_path / "work"
+    marks.mkdir()
+    path = write_pipeline(tmp_path, THREADED)
+    proc = start(path, "--workdir", workdir, "--backend", backend, environ=env(MARKS=str(marks)))
+    wait_for_file(marks / "crunch.started", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, err
+    assert states(out) == {"crunch": "succeeded", "report": "cancelled"}
+    assert checkpoints(workdir) == {"crunch": 42}
+    assert leftovers(workdir) == []
