@@ -7,7 +7,7 @@ when the caller prefers an exception (like httpx's ``Response.raise_for_status``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,89 @@ class TaskRun:
     reason: str | None = None
 
 
+class TaskRuns(Mapping[str, TaskRun]):
+    """``{task name: TaskRun}`` in definition order, read-only.
+
+    Built from the runner's per-task columns; each :class:`TaskRun` is made on first
+    access, so a run of 100k tasks does not pay for 100k objects that nobody reads.
+
+    Args:
+        index: ``{task name: position}`` in definition order.
+        states, attempts, started, finished, errors, results, keys, reasons: one entry per
+            task, by position; ``started``/``finished`` on the event loop's clock.
+        offset: added to the event loop's clock to get seconds since the Unix epoch.
+    """
+
+    __slots__ = (
+        "_attempts",
+        "_cache",
+        "_errors",
+        "_finished",
+        "_index",
+        "_keys",
+        "_offset",
+        "_reasons",
+        "_results",
+        "_started",
+        "states",
+    )
+
+    def __init__(
+        self,
+        *,
+        index: Mapping[str, int],
+        states: Sequence[TaskState],
+        attempts: Sequence[int],
+        started: Sequence[float | None],
+        finished: Sequence[float | None],
+        errors: Sequence[BaseException | None],
+        results: Sequence[Any],
+        keys: Sequence[str | None],
+        reasons: Sequence[str | None],
+        offset: float,
+    ) -> None:
+        self._index = index
+        self.states = states
+        self._attempts, self._started, self._finished = attempts, started, finished
+        self._errors, self._results, self._keys, self._reasons = errors, results, keys, reasons
+        self._offset = offset
+        self._cache: dict[int, TaskRun] = {}
+
+    def __getitem__(self, name: str) -> TaskRun:
+        i = self._index[name]
+        run = self._cache.get(i)
+        if run is None:
+            start, end = self._started[i], self._finished[i]
+            run = self._cache[i] = TaskRun(
+                name=name,
+                state=self.states[i],
+                attempts=self._attempts[i],
+                started_at=None if start is None else start + self._offset,
+                finished_at=None if end is None else end + self._offset,
+                duration=None if start is None or end is None else end - start,
+                error=self._errors[i],
+                result=self._results[i],
+                cache_key=self._keys[i],
+                reason=self._reasons[i],
+            )
+        return run
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"<TaskRuns of {len(self)} tasks>"
+
+
+def _states(tasks: Mapping[str, TaskRun]) -> Sequence[TaskState]:
+    if isinstance(tasks, TaskRuns):
+        return tasks.states
+    return [t.state for t in tasks.values()]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class RunResult:
     """The outcome of one run of a pipeline.
@@ -81,24 +164,25 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when every task SUCCEEDED or was CACHED."""
-        return all(t.state.is_ok for t in self.tasks.values())
+        return all(state.is_ok for state in _states(self.tasks))
 
     def by_state(self, state: TaskState) -> list[str]:
         """The names of the tasks that ended in ``state``, in definition order."""
-        return [name for name, t in self.tasks.items() if t.state is state]
+        return [name for name, s in zip(self.tasks, _states(self.tasks), strict=True) if s is state]
 
     @property
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state that occurred."""
         counts: dict[TaskState, int] = {}
-        for t in self.tasks.values():
-            counts[t.state] = counts.get(t.state, 0) + 1
+        for state in _states(self.tasks):
+            counts[state] = counts.get(state, 0) + 1
         return counts
 
     @property
     def errors(self) -> dict[str, BaseException]:
         """``{task name: exception}`` for every FAILED task."""
-        return {n: t.error for n, t in self.tasks.items() if t.error is not None}
+        failed = self.by_state(TaskState.FAILED)
+        return {n: error for n in failed if (error := self.tasks[n].error) is not None}
 
     def raise_for_failures(self) -> RunResult:
         """Return ``self`` if the run is :attr:`ok`, else raise.

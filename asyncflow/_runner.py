@@ -96,7 +96,7 @@ from ._events import (
 )
 from ._executors import Executor, Submit, submit_thread
 from ._graph import Graph, Node
-from ._result import RunResult, TaskRun
+from ._result import RunResult, TaskRuns
 from ._store import Checkpoint, CheckpointStore
 
 __all__ = ["execute", "new_run_id"]
@@ -117,7 +117,7 @@ def _event_loop_clock() -> Callable[[], float]:
     except RuntimeError:
         import trio  # not asyncio, so anyio is running on trio
 
-        return trio.current_time
+        return trio.lowlevel.current_clock().current_time
 
 
 def new_run_id() -> str:
@@ -195,11 +195,12 @@ class _Run:
     # -- events ---------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        for listener in tuple(self.listeners):
+        for listener in self.listeners:
             try:
                 listener(event)
             except Exception:
-                self.listeners.remove(listener)
+                # A new list, so that this loop goes on over the old one undisturbed.
+                self.listeners = [other for other in self.listeners if other is not listener]
                 logger.opt(exception=True).error(
                     "event listener {!r} raised and was disabled for run {}", listener, self.run_id
                 )
@@ -265,7 +266,7 @@ class _Run:
             if tags and not self.acquire(i, tags):
                 continue
             self.running += 1
-            if ready:
+            if ready and (batch or not self.pending):
                 self.spawn(len(ready) if batch else 1)
             batch = False
             try:
@@ -328,24 +329,18 @@ class _Run:
                     )
 
     def build_result(self, mono0: float, wall0: float, mono1: float) -> RunResult:
-        def wall(t: float | None) -> float | None:
-            return None if t is None else wall0 + (t - mono0)
-
-        tasks = {}
-        for i, node in enumerate(self.nodes):
-            start, end = self.started[i], self.finished[i]
-            tasks[node.name] = TaskRun(
-                name=node.name,
-                state=self.states[i],
-                attempts=self.attempts[i],
-                started_at=wall(start),
-                finished_at=wall(end),
-                duration=None if start is None or end is None else end - start,
-                error=self.errors[i],
-                result=self.results[i],
-                cache_key=self.keys[i],
-                reason=self.reasons[i],
-            )
+        tasks = TaskRuns(
+            index=self.graph.index,
+            states=self.states,
+            attempts=self.attempts,
+            started=self.started,
+            finished=self.finished,
+            errors=self.errors,
+            results=self.results,
+            keys=self.keys,
+            reasons=self.reasons,
+            offset=wall0 - mono0,
+        )
         return RunResult(
             run_id=self.run_id,
             pipeline=self.pipeline,
@@ -401,9 +396,7 @@ class _Run:
                 if checkpoint is not None and checkpoint.cache_key == key:
                     if self.listeners:
                         self.emit(
-                            TaskCached(
-                                run_id=self.run_id, time=self.now(), task=task.name, cache_key=key
-                            )
+                            TaskCached(run_id=self.run_id, time=self.now(), task=task.name, cache_key=key)
                         )
                     self.succeed(i, checkpoint.result, TaskState.CACHED)
                     return
@@ -507,7 +500,7 @@ class _Run:
             submits = self.submits
             submit = submit_thread if submits is None else submits[node.index]
             result = await submit(task, kwargs)
-        if inspect.isawaitable(result):
+        if hasattr(type(result), "__await__"):  # inspect.isawaitable, cheaper for plain data
             if inspect.iscoroutine(result):
                 result.close()
             raise ForgottenAwaitError(
