@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -127,6 +125,8 @@ class DaskExecutor:
                 address = cluster.scheduler_address
             client = await self._connect(distributed, address)
 
+            import uuid
+
             async def submit(task: Task, kwargs: dict[str, Any]) -> Any:
                 payload = dump_call(task, kwargs, cloudpickle.dumps, _WHERE)
                 future = client.submit(
@@ -155,6 +155,8 @@ class DaskExecutor:
                     await cluster.close()
 
     async def _start_cluster(self, distributed: Any) -> Any:
+        import logging
+
         try:
             return await distributed.LocalCluster(
                 n_workers=self.n_workers,

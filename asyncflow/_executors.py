@@ -45,7 +45,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import anyio
-import anyio.to_process
 import anyio.to_thread
 
 from ._context import RunContext
@@ -305,6 +304,8 @@ class ProcessExecutor:
             ExecutorError: a worker process cannot start, e.g. because re-importing the main
                 script raised (chained).
         """
+        import anyio.to_process  # here: ~10 ms of imports that a run without processes skips
+
         limiter = anyio.CapacityLimiter(self.max_workers) if self.max_workers is not None else None
         try:
             await anyio.to_process.run_sync(_ready, cancellable=True, limiter=limiter)
