@@ -6,7 +6,7 @@ import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 import anyio
 
@@ -29,6 +29,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_WORKDIR = Path(".asyncflow")
 """The working directory used when none is given, relative to the current directory."""
+
+
+class TaskOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Pipeline.task`, for type checkers (see its docstring)."""
+
+    name: str | None
+    inputs: Mapping[str, str | Sequence[str]] | None
+    after: Iterable[str | Callable[..., Any]]
+    retries: int
+    retry_delay: float
+    backoff: float
+    max_delay: float
+    jitter: float
+    retry_on: type[Exception] | tuple[type[Exception], ...]
+    timeout: float | None
+    checkpoint: bool
+    cache_key_fn: Callable[[Mapping[str, Any]], Any] | None
+    tags: Iterable[str]
+    executor: Literal["local"] | None
 
 
 class Pipeline:
@@ -62,29 +81,10 @@ class Pipeline:
         return dict(self._tasks)
 
     @overload
-    def task(self, fn: F, /) -> F: ...
+    def task(self, fn: F, /, **options: Unpack[TaskOptions]) -> F: ...
 
     @overload
-    def task(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        inputs: Mapping[str, str | Sequence[str]] | None = None,
-        after: Iterable[str | Callable[..., Any]] = (),
-        retries: int = 0,
-        retry_delay: float = 1.0,
-        backoff: float = 2.0,
-        max_delay: float = 60.0,
-        jitter: float = 0.0,
-        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
-        timeout: float | None = None,
-        checkpoint: bool = True,
-        cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None,
-        tags: Iterable[str] = (),
-        executor: Literal["local"] | None = None,
-    ) -> Callable[[F], F]: ...
+    def task(self, fn: None = None, /, **options: Unpack[TaskOptions]) -> Callable[[F], F]: ...
 
     def task(
         self,

@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import math
 import statistics
 from datetime import datetime
@@ -68,7 +69,9 @@ async def ingest(params: dict[str, Any], context: asyncflow.RunContext) -> dict[
     rows: dict[str, list[list[str]]] = {}
     for row in reader:
         rows.setdefault((row["symbol"] or "").strip(), []).append([row["date"], row["price"]])
-    context.logger.info("read {} rows of {} tickers from {}", sum(map(len, rows.values())), len(rows), params["csv"])
+    context.logger.info(
+        "read {} rows of {} tickers from {}", sum(map(len, rows.values())), len(rows), params["csv"]
+    )
     return rows
 
 
@@ -176,7 +179,7 @@ def fit(series: list[list[Any]], params: dict[str, Any], ticker: str = "") -> di
     models = {name: _errors(test, predicted) for name, predicted in forecasts.items()}
     holt = tune_holt(train, holdout)
     holt["errors"] = _errors(test, holt.pop("forecast"))
-    returns = [math.log(b / a) for a, b in zip(prices, prices[1:])]
+    returns = [math.log(b / a) for a, b in itertools.pairwise(prices)]
     return {
         "ticker": ticker,
         "months": len(prices),
@@ -195,7 +198,9 @@ def fit(series: list[list[Any]], params: dict[str, Any], ticker: str = "") -> di
 # (it becomes part of each task's cache key).
 for _ticker in TICKERS:
     pipeline.task(functools.partial(clean, ticker=_ticker), name=f"clean_{_ticker}")
-    pipeline.task(functools.partial(fit, ticker=_ticker), name=f"fit_{_ticker}", inputs={"series": f"clean_{_ticker}"})
+    pipeline.task(
+        functools.partial(fit, ticker=_ticker), name=f"fit_{_ticker}", inputs={"series": f"clean_{_ticker}"}
+    )
 
 
 def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
@@ -223,7 +228,9 @@ def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
     for f in fits:
         for name, err in f["models"].items():
             mark = " **(best)**" if name == f["best"] else ""
-            lines.append(f"| {f['ticker']} | {name}{mark} | {err['mae']:.2f} | {err['rmse']:.2f} | {err['mape']:.1f} |")
+            lines.append(
+                f"| {f['ticker']} | {name}{mark} | {err['mae']:.2f} | {err['rmse']:.2f} | {err['mape']:.1f} |"
+            )
     wins: dict[str, int] = {}
     for f in fits:
         wins[f["best"]] = wins.get(f["best"], 0) + 1
