@@ -275,6 +275,11 @@ class _Run:
                 self.running -= 1
                 if tags:
                     self.release(tags)
+            if self.store is not None or not self.nodes[i].task.is_async:
+                # A thread, a process or a shielded checkpoint write defers cancellation:
+                # deliver it now, before this worker starts a downstream task that may
+                # never reach an await of its own.
+                await anyio.lowlevel.checkpoint_if_cancelled()
             streak += 1
             if streak == _YIELD_EVERY:
                 streak = 0

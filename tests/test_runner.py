@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -977,3 +978,30 @@ async def test_events_carry_run_id_and_monotonic_times(tmp_path: Path) -> None:
     assert task.started_at is not None and task.finished_at is not None
     assert result.started_at <= task.started_at <= task.finished_at <= result.finished_at
     assert task.duration == pytest.approx(task.finished_at - task.started_at, abs=1e-4)
+
+
+@pytest.mark.parametrize("checkpoints", [False, True])
+async def test_caller_cancellation_during_a_thread_task_starts_no_downstream_task(
+    tmp_path: Path, checkpoints: bool
+) -> None:
+    # A worker thread cannot be interrupted, so the cancellation waits for it; it must then
+    # reach the run before a downstream coroutine that never awaits could start (found by
+    # a user: with --no-skip, Ctrl-C during a thread task let the rest of the run finish).
+    p = Pipeline("p")
+    started: list[str] = []
+
+    @p.task
+    def slow() -> int:
+        started.append("slow")
+        time.sleep(0.5)
+        return 1
+
+    @p.task
+    async def after_slow(slow: int) -> int:
+        started.append("after_slow")
+        return slow + 1
+
+    with anyio.move_on_after(0.1) as scope:
+        await run(p, tmp_path, checkpoints=checkpoints, force=True)
+    assert scope.cancelled_caught
+    assert started == ["slow"]
