@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -53,7 +54,16 @@ from ._logging import add_cli_sinks
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._plan import make_plan, select
 from ._progress import terminal_display
-from ._render import plan_json, render_dot, render_mermaid, render_plan, render_tasks, run_json, tasks_json
+from ._render import (
+    plan_json,
+    render_dot,
+    render_mermaid,
+    render_plan,
+    render_summary,
+    render_tasks,
+    run_json,
+    tasks_json,
+)
 from ._result import RunResult
 from ._runner import new_run_id
 from ._store import FileStore
@@ -417,42 +427,6 @@ def _convert(raw: str, default: Any) -> Any:
 # -- output -----------------------------------------------------------------------------------
 
 
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value) if not isinstance(value, str) else value
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def render_summary(result: RunResult, sinks: frozenset[str]) -> str:
-    """The summary table printed after a run: one row per task.
-
-    Columns: task, state, attempts, duration (seconds), and a note: the error of a failed
-    task, the reason of a skipped or cancelled one, the result of a final (sink) task.
-    """
-    rows = [("task", "state", "attempts", "duration", "note")]
-    for name, run in result.tasks.items():
-        if run.error is not None:
-            note = f"{type(run.error).__name__}: {run.error}"
-        elif run.reason is not None:
-            note = run.reason
-        elif name in sinks and run.state.is_ok:
-            note = _short(run.result)
-        else:
-            note = ""
-        duration = f"{run.duration:.3f} s" if run.duration is not None else "-"
-        rows.append((name, run.state.value, str(run.attempts), duration, _short(note, 100)))
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
-    lines = []
-    for row in rows:
-        cells = [row[c].ljust(widths[c]) if c != 2 else row[c].rjust(widths[c]) for c in range(4)]
-        lines.append("  ".join([*cells, row[4]]).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  ----")
-    counts = ", ".join(f"{n} {state.value}" for state, n in result.counts.items())
-    status = "ok" if result.ok else "FAILED"
-    lines.append(f"\nrun {result.run_id} {status}: {counts} in {result.duration:.2f} s")
-    return "\n".join(lines)
-
-
 def _fail(message: str, code: int) -> NoReturn:
     print(f"asyncflow: error: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -466,6 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Usage errors exit with code 2 through ``SystemExit`` (argparse's convention).
     """
+    if hasattr(signal, "SIGPIPE"):
+        # `python -m asyncflow ... | head`: end quietly when the reader goes away, as Unix
+        # tools do, instead of a BrokenPipeError traceback (checkpoints already written stay).
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     if history.wanted(args):
         return history.main(args)

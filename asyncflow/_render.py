@@ -25,6 +25,7 @@ __all__ = [
     "render_dot",
     "render_mermaid",
     "render_plan",
+    "render_summary",
     "render_table",
     "render_tasks",
     "run_json",
@@ -63,7 +64,16 @@ def _upstream(node: Node, graph: Graph) -> list[str]:
 
 
 def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _names(names: Sequence[str], most: int = 6) -> str:
+    """``a, b, c`` or, past ``most`` names, ``a, b, c … (+N more)``: a fan-in of thousands
+    of tasks must not widen every row of a table."""
+    if len(names) <= most:
+        return ", ".join(names) or "-"
+    return ", ".join(names[: most - 1]) + f" … (+{len(names) - most + 1} more)"
 
 
 def _seconds(value: float | None) -> str:
@@ -81,7 +91,7 @@ def render_tasks(graph: Graph, names: Collection[str] | None = None) -> str:
         rows.append(
             (
                 task.name,
-                ", ".join(_upstream(node, graph)) or "-",
+                _names(_upstream(node, graph)),
                 str(task.retry.retries),
                 _seconds(task.timeout),
                 "yes" if task.checkpoint else "no",
@@ -90,6 +100,30 @@ def render_tasks(graph: Graph, names: Collection[str] | None = None) -> str:
             )
         )
     return render_table(rows, right={2})
+
+
+def render_summary(result: RunResult, sinks: Collection[str]) -> str:
+    """The table printed after a run: one row per task, then a status line.
+
+    Columns: task, state, attempts, duration (seconds), and a note: the error of a failed
+    task, the reason of a skipped or cancelled one, the result of a final (sink) task.
+    """
+    rows = [("task", "state", "attempts", "duration", "note")]
+    for name, run in result.tasks.items():
+        if run.error is not None:
+            note = f"{type(run.error).__name__}: {run.error}"
+        elif run.reason is not None:
+            note = run.reason
+        elif name in sinks and run.state.is_ok:
+            note = _short(run.result if isinstance(run.result, str) else repr(run.result))
+        else:
+            note = ""
+        duration = f"{run.duration:.3f} s" if run.duration is not None else "-"
+        rows.append((name, run.state.value, str(run.attempts), duration, _short(note, 100)))
+    counts = ", ".join(f"{n} {state.value}" for state, n in result.counts.items())
+    status = "ok" if result.ok else "FAILED"
+    footer = f"run {result.run_id} {status}: {counts} in {result.duration:.2f} s"
+    return render_table(rows, right={2}) + "\n\n" + footer
 
 
 def tasks_json(pipeline: str, graph: Graph, names: Collection[str] | None = None) -> dict[str, Any]:

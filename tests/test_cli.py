@@ -149,3 +149,43 @@ def test_log_lines_carry_task_names_and_the_log_file_the_run_id(tmp_path: Path) 
     run_id = log_file.parent.name
     task_lines = [line for line in log_file.read_text().splitlines() if "task=fit_MSFT" in line]
     assert task_lines and all(f"run={run_id}" in line for line in task_lines)
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    module = tmp_path / "fanout.py"
+    module.write_text(
+        "import asyncflow\n"
+        "pipeline = asyncflow.Pipeline('fanout')\n"
+        "async def leaf():\n    return 1\n"
+        "for k in range(2000):\n    pipeline.task(leaf, name=f'leaf_{k}')\n"
+    )
+    # The reader goes away after one line; the writer has far more than a pipe buffer left.
+    with subprocess.Popen(
+        [sys.executable, "-m", "asyncflow", str(module), "--list", "--workdir", str(tmp_path / "w")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("task")
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=60) != 0
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def test_list_keeps_rows_short_for_a_large_fan_in(tmp_path: Path) -> None:
+    module = tmp_path / "fanin.py"
+    module.write_text(
+        "import asyncflow\n"
+        "pipeline = asyncflow.Pipeline('fanin')\n"
+        "async def leaf():\n    return 1\n"
+        "for k in range(500):\n    pipeline.task(leaf, name=f'leaf_{k}')\n"
+        "@pipeline.task(inputs={'xs': [f'leaf_{k}' for k in range(500)]})\n"
+        "async def collect(xs):\n    return sum(xs)\n"
+    )
+    result = asyncflow(module, "--list", "--workdir", tmp_path / "w")
+    assert result.returncode == 0, result.stderr
+    assert "leaf_0, leaf_1, leaf_2, leaf_3, leaf_4 … (+495 more)" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) < 200
