@@ -54,6 +54,7 @@ from ._logging import add_cli_sinks
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._plan import make_plan, select
 from ._progress import terminal_display
+from ._records import RunRecorder, save_now
 from ._render import (
     plan_json,
     render_dot,
@@ -481,11 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sinks = frozenset(node.name for node in graph.nodes if not node.downstream)
     tracker = TaskTracker(pipeline.name, [node.name for node in graph.nodes], params)
+    recorder = RunRecorder()
     guard = SignalGuard(
         tracker,
         grace=args.grace,
         render=lambda r: json.dumps(run_json(r, log_file)) if args.json else render_summary(r, sinks),
         log_file=log_file,
+        on_abandon=lambda: save_now(recorder, workdir / "runs"),
     )
 
     display = terminal_display() if not args.log_json else None  # live progress on a terminal
@@ -502,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 only=selected,
                 executor=executor,
                 listeners=[tracker] if display is None else [tracker, display],
-                record=True,
+                record=recorder,
                 pools=pools,
                 lock=args.lock,
             )

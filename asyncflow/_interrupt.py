@@ -288,6 +288,8 @@ class SignalGuard:
         render: turns a :class:`~asyncflow.RunResult` into the summary text printed when
             the process has to exit without returning.
         log_file: the run's log file, named in the last line printed.
+        on_abandon: called (synchronously, exceptions ignored) just before the process
+            exits without waiting for the run, e.g. to write the run record.
     """
 
     def __init__(
@@ -297,8 +299,10 @@ class SignalGuard:
         grace: float = DEFAULT_GRACE,
         render: Callable[[RunResult], str],
         log_file: os.PathLike[str] | str,
+        on_abandon: Callable[[], object] = lambda: None,
     ) -> None:
         self.tracker = tracker
+        self.on_abandon = on_abandon
         self.grace = grace
         self.render = render
         self.log_file = log_file
@@ -374,6 +378,8 @@ class SignalGuard:
         file sink is line-buffered).
         """
         code = self.exit_code or 1
+        with contextlib.suppress(Exception):
+            self.on_abandon()
         try:
             summary = self.render(self.tracker.result(abandoned=why))
         except Exception as exc:  # never let a rendering bug keep the process alive

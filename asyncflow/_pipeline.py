@@ -242,7 +242,7 @@ class Pipeline:
         seed: int | None = None,
         only: Iterable[str] | None = None,
         pools: Mapping[str, int] | None = None,
-        record: bool = False,
+        record: bool | RunRecorder = False,
         lock: LockMode | None = "fail",
         executor: Executor | str | None = None,
     ) -> RunResult:
@@ -273,7 +273,8 @@ class Pipeline:
             record: write the run record, ``<workdir>/runs/<run id>/record.json`` (see
                 :class:`~asyncflow.RunRecorder`), also when the run is cancelled; a record
                 that cannot be written is logged, never raised. Default ``False`` (the
-                command line records every run).
+                command line records every run). A :class:`~asyncflow.RunRecorder`
+                instance is used as the recorder, so the caller can read it too.
             lock: a run that writes its checkpoints under ``workdir`` (the default
                 store) holds ``<workdir>/.lock`` from start to end, so two runs never
                 write to one working directory at once. When another run holds it:
@@ -326,7 +327,7 @@ class Pipeline:
             held = WorkdirLock(root, mode=lock, run_id=run_id, pipeline=self.name, cleanup=(store.directory,))
             await held.acquire()
         all_listeners: list[Listener] = [*listeners, LogListener()] if log else list(listeners)
-        recorder = RunRecorder() if record else None
+        recorder = record if isinstance(record, RunRecorder) else RunRecorder() if record else None
         if recorder is not None:
             all_listeners.append(recorder)
         try:

@@ -578,6 +578,31 @@ class RunRecorder:
         return path
 
 
+def save_now(recorder: RunRecorder, directory: str | os.PathLike[str]) -> Path | None:
+    """Write the record synchronously, for a process that must exit at once.
+
+    The command line calls it when a run's cleanup overruns its grace period and the event
+    loop cannot be awaited any more. Same file and atomicity as :meth:`RunRecorder.save`
+    (temporary file, fsync, ``os.replace``). Never raises: returns ``None`` when no run has
+    started or the file cannot be written.
+    """
+    if recorder.run_id is None:
+        return None
+    try:
+        record = recorder.record()
+        path = Path(directory) / record.run_id / RECORD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(dumps_json(record.to_json()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 async def save_after_run(recorder: RunRecorder, directory: Path) -> Path | None:
     """Save ``recorder``'s record if a run started; for ``Pipeline.run(record=True)``.
 

@@ -8,6 +8,7 @@ sends the signal, and checks the exit code, the summary, the checkpoints and the
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -156,6 +157,7 @@ def test_cleanup_longer_than_the_grace_period_is_abandoned(
     assert "did not finish within the 0.5 s grace period" in out + err
     assert set(checkpoints(workdir)) == {"first", "second"}
     assert leftovers(workdir) == []
+    assert_interrupted_run_recorded(workdir)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -178,6 +180,16 @@ def test_second_sigint_stops_at_once_even_when_the_cleanup_blocks_the_loop(
     assert states(out)["slow"] == "cancelled"
     assert set(checkpoints(workdir)) == {"first", "second"}
     assert leftovers(workdir) == []
+    assert_interrupted_run_recorded(workdir)
+
+
+def assert_interrupted_run_recorded(workdir: Path) -> None:
+    """A run the process had to abandon still leaves its record, status "interrupted"."""
+    (record_file,) = (workdir / "runs").glob("*/record.json")
+    record = json.loads(record_file.read_text())
+    assert record["status"] == "interrupted"
+    assert record["tasks"]["first"]["state"] == "succeeded"
+    assert record["tasks"]["slow"]["attempts"][0]["finished_at_s"] is None
 
 
 def test_grace_option_documents_its_default() -> None:
