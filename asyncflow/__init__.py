@@ -27,7 +27,7 @@ calls ``logger.enable("asyncflow")``; the command line (``python -m asyncflow``)
 from loguru import logger as _logger
 
 from ._cache import code_digest, file_digest
-from ._context import RunContext
+from ._context import RunContext, TaskLogger
 from ._dask import DaskExecutor
 from ._errors import (
     AsyncflowError,
@@ -136,6 +136,7 @@ __all__ = [
     "TaskCancelled",
     "TaskError",
     "TaskFailed",
+    "TaskLogger",
     "TaskPicklingError",
     "TaskRecord",
     "TaskRun",

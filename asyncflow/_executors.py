@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import anyio
 import anyio.to_thread
 
-from ._context import RunContext
+from ._context import RunContext, task_logger
 from ._errors import ExecutorError, ForgottenAwaitError, TaskPicklingError
 from ._task import Task
 
@@ -177,9 +177,7 @@ def run_pickled(payload: bytes) -> bytes:
         raise _RemoteError("load", f"{type(exc).__name__}: {exc}") from None
     context = kwargs.get("context")
     if isinstance(context, RunContext) and context.logger is None:
-        from loguru import logger
-
-        kwargs["context"] = dataclasses.replace(context, logger=logger.bind(run_id=context.run_id, task=name))
+        kwargs["context"] = dataclasses.replace(context, logger=task_logger(context.run_id, name))
     result = fn(**kwargs)
     if inspect.isawaitable(result):
         if inspect.iscoroutine(result):
@@ -200,7 +198,8 @@ def dump_call(task: Task, kwargs: dict[str, Any], dumps: Callable[[Any], bytes],
     """
     context = kwargs.get("context")
     if isinstance(context, RunContext):
-        kwargs = {**kwargs, "context": dataclasses.replace(context, logger=None)}
+        # The logger stays behind (its sinks are this process's); the worker binds its own.
+        kwargs = {**kwargs, "context": dataclasses.replace(context, logger=None)}  # type: ignore[arg-type]
     try:
         return dumps((task.name, task.fn, kwargs))
     except Exception as exc:

@@ -72,7 +72,7 @@ from anyio.abc import TaskGroup
 from loguru import logger
 
 from ._cache import CacheKey, node_cache_key
-from ._context import RunContext
+from ._context import RunContext, task_logger
 from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
@@ -523,7 +523,7 @@ class _Run:
             attempt=attempt,
             workdir=self.workdir,
             params=dict(self.params),
-            logger=logger.bind(run_id=self.run_id, task=task),
+            logger=task_logger(self.run_id, task),
         )
 
     async def cache_key(self, node: Node) -> CacheKey:

@@ -61,6 +61,7 @@ EXPECTED_ALL = [
     "TaskCancelled",
     "TaskError",
     "TaskFailed",
+    "TaskLogger",
     "TaskPicklingError",
     "TaskRecord",
     "TaskRun",
@@ -187,7 +188,8 @@ SCRIPT = textwrap.dedent(
     one = asyncflow.Pipeline("one")
 
     @one.task
-    async def only() -> int:
+    async def only(context) -> int:
+        context.logger.info("a line from the task itself")
         return 1
 
     result = one.run_sync(workdir=sys.argv[1])
@@ -238,6 +240,7 @@ def test_enabling_asyncflow_logging_shows_run_events(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert "succeeded on attempt 1" in proc.stderr
+    assert "a line from the task itself" in proc.stderr
     assert "retrying in" in proc.stderr
     assert "RuntimeError: boom" in proc.stderr
     assert "skipped: upstream task 'broken' failed" in proc.stderr
