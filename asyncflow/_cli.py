@@ -13,14 +13,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import functools
 import importlib
 import importlib.util
 import json
+import math
 import os
 import signal
 import sys
 import traceback
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -312,6 +315,8 @@ def _import_failure(spec: str, exc: BaseException) -> str:
     ]
     error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     error = error.replace(f"{type(exc).__module__}.{type(exc).__qualname__}", type(exc).__name__, 1)
+    if not frames:  # e.g. a SyntaxError: the error itself shows where
+        return f"importing {spec!r} failed: {error}"
     lines = ["Traceback of the module (most recent call last):\n", *traceback.format_list(frames)]
     return f"importing {spec!r} failed: {error}\n" + "".join(lines).rstrip()
 
@@ -412,9 +417,12 @@ def _convert(raw: str, default: Any) -> Any:
             raise ValueError("expected an integer") from None
     if isinstance(default, float):
         try:
-            return float(raw)
+            number = float(raw)
         except ValueError:
             raise ValueError("expected a number") from None
+        if not math.isfinite(number):  # JSON has no NaN or infinity: cache keys and records need it
+            raise ValueError("expected a finite number")
+        return number
     if isinstance(default, str):
         return raw
     try:
@@ -471,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = new_run_id()
     log_file = workdir / "runs" / run_id / "run.log"
     try:
+        if workdir.exists() and not workdir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
         workdir.mkdir(parents=True, exist_ok=True)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(workdir, os.W_OK):
@@ -569,8 +579,24 @@ def _executor(args: argparse.Namespace) -> Executor | None:
             f"{args.backend} (--executor processes works on both)"
         )
     if name == "dask":
+        if args.dask_address is not None:
+            _check_dask_address(args.dask_address)
         return DaskExecutor(address=args.dask_address)
     return resolve_executor(name)
+
+
+def _check_dask_address(address: str) -> None:
+    """Raise :class:`UsageError` unless ``address`` looks like ``PROTOCOL://HOST:PORT``."""
+    parts = urllib.parse.urlsplit(address)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.scheme or not parts.hostname or port is None:
+        raise UsageError(
+            f"--dask-address {address!r} is not a scheduler address like tcp://HOST:PORT "
+            "(e.g. tcp://127.0.0.1:8786)"
+        )
 
 
 def _selection(args: argparse.Namespace, graph: Graph) -> list[str] | None:

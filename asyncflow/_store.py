@@ -246,11 +246,12 @@ def _decode(task: str, text: str, origin: str) -> Checkpoint | None:
             key_parts=key_parts if isinstance(key_parts, dict) else None,
         )
     except (ValueError, KeyError) as exc:
+        why = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc)
         logger.warning(
             "checkpoint {} of task {!r} is corrupted ({}); treating it as missing",
             origin,
             task,
-            exc,
+            why,
         )
         return None
 

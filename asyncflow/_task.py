@@ -105,6 +105,12 @@ def make_task(
             f"task name {task_name!r} is not a Python identifier; "
             "pass name='...' with letters, digits and underscores only"
         )
+    if task_name in RESERVED_PARAMETERS:
+        raise InvalidTaskNameError(
+            f"task name {task_name!r} is reserved: a parameter named {task_name!r} receives the "
+            "run's " + ("parameters" if task_name == "params" else "context") + ", so no task could "
+            "depend on this one; pass name='...'"
+        )
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:

@@ -189,3 +189,36 @@ def test_list_keeps_rows_short_for_a_large_fan_in(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "leaf_0, leaf_1, leaf_2, leaf_3, leaf_4 … (+495 more)" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) < 200
+
+
+def test_syntax_error_in_a_pipeline_file_is_one_clear_error(tmp_path: Path) -> None:
+    module = tmp_path / "typo.py"
+    module.write_text("import asyncflow\n\nasync def a(:\n    return 1\n")
+    result = asyncflow(module, "--workdir", tmp_path / "w")
+    assert result.returncode == 2
+    assert "SyntaxError: invalid syntax" in result.stderr
+    assert "typo.py" in result.stderr and "line 3" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--param", "holdout=1.5"), "--param holdout=1.5: expected an integer"),
+        (("--dask-address", "notaurl"), "--dask-address 'notaurl' is not a scheduler address"),
+    ],
+)
+def test_more_usage_errors_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = asyncflow("pipelines.prices", *args, "--workdir", tmp_path / "w")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert message in result.stderr
+
+
+def test_a_workdir_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n")
+    result = asyncflow("pipelines.prices", "--workdir", afile)
+    assert result.returncode == 2
+    assert "cannot use working directory" in result.stderr
+    assert "it is a file, not a directory" in result.stderr
+    assert afile.read_text() == "not a directory\n"

@@ -470,3 +470,14 @@ def test_validate_is_recomputed_after_adding_a_task() -> None:
         return a
 
     assert len(p.validate().nodes) == 2
+
+
+@pytest.mark.parametrize("name", ["params", "context"])
+def test_reserved_parameter_names_cannot_name_a_task(name: str) -> None:
+    p = Pipeline("p")
+
+    async def body() -> int:
+        return 1
+
+    with pytest.raises(InvalidTaskNameError, match=f"task name '{name}' is reserved"):
+        p.task(body, name=name)
