@@ -645,6 +645,7 @@ def _inspect(
             store=FileStore(args.workdir / "checkpoints"),
             force=args.no_skip,
             selected=selected,
+            workdir=args.workdir.resolve(),
         ),
         backend=args.backend,
     )

@@ -48,6 +48,7 @@ class TaskOptions(TypedDict, total=False):
     cache_key_fn: Callable[[Mapping[str, Any]], Any] | None
     tags: Iterable[str]
     executor: Literal["local"] | None
+    outputs: Iterable[str]
 
 
 class Pipeline:
@@ -105,6 +106,7 @@ class Pipeline:
         cache_key_fn: Callable[[Mapping[str, Any]], Any] | None = None,
         tags: Iterable[str] = (),
         executor: Literal["local"] | None = None,
+        outputs: Iterable[str] = (),
     ) -> Any:
         """Register a function as a task; use as ``@pipeline.task`` or ``@pipeline.task(...)``.
 
@@ -141,6 +143,9 @@ class Pipeline:
                 process whatever the run's executor (for tasks that touch local state or
                 cannot be pickled); ``None`` (default) follows the run's ``executor``.
                 Coroutine tasks always run on the event loop.
+            outputs: files the task writes, as ``str.format`` templates over ``workdir``
+                and the run's parameters (``["{workdir}/report.md"]``); while one is
+                missing the task runs again even if its checkpoint matches.
 
         Raises:
             DuplicateTaskError: a task of that name already exists.
@@ -172,6 +177,7 @@ class Pipeline:
                 cache_key_fn=cache_key_fn,
                 tags=tuple(tags),
                 executor=executor,
+                outputs=tuple(outputs),
             )
             if task.name in self._tasks:
                 raise DuplicateTaskError(

@@ -23,11 +23,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ._cache import CacheKey, node_cache_key
+from ._errors import PipelineDefinitionError
 from ._graph import Graph, Node
 from ._store import CheckpointStore
+from ._task import missing_outputs
 
 __all__ = ["Action", "Plan", "PlannedTask", "make_plan", "select"]
 
@@ -136,12 +139,14 @@ async def make_plan(
     store: CheckpointStore | None,
     force: bool = False,
     selected: Iterable[str] | None = None,
+    workdir: Path | None = None,
 ) -> Plan:
     """Plan a run of ``graph`` with ``params``; reads checkpoints, runs nothing.
 
     The arguments mean what they mean for :func:`asyncflow._runner.execute`
     (``selected`` is ``Pipeline.run``'s ``only``). ``cache_key_fn`` functions are called,
-    as the run would call them.
+    as the run would call them. ``workdir`` (the run's, resolved) is where tasks'
+    ``outputs`` are looked for; without it they are not checked.
 
     Raises:
         UnknownDependencyError: ``selected`` names a task that does not exist.
@@ -156,7 +161,7 @@ async def make_plan(
     plans: list[PlannedTask | None] = [None] * len(nodes)
     for i in graph.order:
         node = nodes[i]
-        plan = await _plan_task(node, nodes, keys, plans, params, store, force, chosen)
+        plan = await _plan_task(node, nodes, keys, plans, params, store, force, chosen, workdir)
         plans[i] = plan
         keys[i] = plan.cache_key
     return Plan(pipeline=pipeline, tasks=tuple(p for p in plans if p is not None))
@@ -171,6 +176,7 @@ async def _plan_task(
     store: CheckpointStore | None,
     force: bool,
     chosen: set[int] | None,
+    workdir: Path | None,
 ) -> PlannedTask:
     name = node.name
     failing = [u for u in node.upstream if _action(plans[u]) in (Action.FAIL, Action.SKIP)]
@@ -216,6 +222,14 @@ async def _plan_task(
         return PlannedTask(name=name, action=Action.RUN, reason=reason, cache_key=ck.key, stored_key=stored)
     if checkpoint is None:
         return PlannedTask(name=name, action=Action.RUN, reason="no checkpoint", cache_key=ck.key)
+    if checkpoint.cache_key == ck.key and workdir is not None and node.task.outputs:
+        try:
+            missing = missing_outputs(node.task, workdir, params)
+        except PipelineDefinitionError as exc:
+            return PlannedTask(name=name, action=Action.FAIL, reason=str(exc), cache_key=ck.key)
+        if missing:
+            why = f"output missing: {missing[0]}"
+            return PlannedTask(name=name, action=Action.RUN, reason=why, cache_key=ck.key, stored_key=stored)
     if checkpoint.cache_key == ck.key:
         return PlannedTask(
             name=name, action=Action.CACHED, reason="checkpoint matches", cache_key=ck.key, stored_key=stored

@@ -77,6 +77,7 @@ from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
     MissingCheckpointError,
+    PipelineDefinitionError,
     TaskPicklingError,
     TaskTimeoutError,
 )
@@ -98,6 +99,7 @@ from ._executors import Executor, Submit, submit_thread
 from ._graph import Graph, Node
 from ._result import RunResult, TaskRuns
 from ._store import Checkpoint, CheckpointStore
+from ._task import missing_outputs
 
 __all__ = ["execute", "new_run_id"]
 
@@ -398,7 +400,12 @@ class _Run:
                 store = None
             elif not self.force:
                 checkpoint = await store.load(task.name)
-                if checkpoint is not None and checkpoint.cache_key == key:
+                try:
+                    missing = bool(task.outputs) and self.outputs_missing(i)
+                except PipelineDefinitionError as exc:  # a malformed outputs template
+                    self.fail(i, exc)
+                    return
+                if checkpoint is not None and checkpoint.cache_key == key and not missing:
                     if self.listeners:
                         self.emit(
                             TaskCached(run_id=self.run_id, time=self.now(), task=task.name, cache_key=key)
@@ -486,6 +493,16 @@ class _Run:
                 self.fail(i, error)
                 return
         self.succeed(i, result, TaskState.SUCCEEDED)
+
+    def outputs_missing(self, i: int) -> bool:
+        """Whether an output file of task ``i`` is missing (so its checkpoint is not enough)."""
+        task = self.nodes[i].task
+        missing = missing_outputs(task, self.workdir, self.params)
+        if missing:
+            logger.bind(run_id=self.run_id, task=task.name).info(
+                "checkpoint matches but output {} is missing: running it again", missing[0]
+            )
+        return bool(missing)
 
     def place(self, submit: Submit) -> None:
         """Send every plain def task not declared ``executor="local"`` to ``submit``."""

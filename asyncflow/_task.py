@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidTaskNameError, PipelineDefinitionError
 from ._retry import RetryPolicy
 
-__all__ = ["RESERVED_PARAMETERS", "Task", "make_task"]
+__all__ = ["RESERVED_PARAMETERS", "Task", "make_task", "missing_outputs"]
 
 RESERVED_PARAMETERS = frozenset({"params", "context"})
 """Parameter names a task may declare to receive the run's parameters (a read-only dict)
@@ -50,6 +52,10 @@ class Task:
         executor: ``"local"`` to keep a plain ``def`` task in a worker thread of this
             process whatever the run's executor; ``None`` (default) to follow the run's
             executor (see :mod:`asyncflow._executors`).
+        outputs: paths of files the task writes, as :meth:`str.format` templates over
+            ``workdir`` and the run's parameters (``"{workdir}/report.md"``). A checkpoint
+            stands in for the task only while all of them exist (see
+            :func:`missing_outputs`).
     """
 
     name: str
@@ -67,6 +73,31 @@ class Task:
     tags: tuple[str, ...] = ()
     description: str = ""
     executor: str | None = None
+    outputs: tuple[str, ...] = ()
+
+
+def missing_outputs(task: Task, workdir: Path, params: Mapping[str, Any]) -> list[str]:
+    """The paths among ``task.outputs`` that do not exist, formatted; ``[]`` when all do.
+
+    Like Luigi's output targets or Snakemake's ``output:``: a task whose output file was
+    deleted is run again even though its checkpoint matches, so its files come back.
+
+    Raises:
+        PipelineDefinitionError: a template names a field that is neither ``workdir`` nor
+            a run parameter, or is malformed.
+    """
+    missing = []
+    for template in task.outputs:
+        try:
+            path = template.format_map({**params, "workdir": workdir})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise PipelineDefinitionError(
+                f"task {task.name!r}: output {template!r} cannot be formatted ({type(exc).__name__}: "
+                f"{exc}); use {{workdir}} and the run's parameters"
+            ) from None
+        if not os.path.exists(path):
+            missing.append(path)
+    return missing
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -87,6 +118,7 @@ def make_task(
     cache_key_fn: Callable[[Mapping[str, Any]], Any] | None,
     tags: tuple[str, ...],
     executor: str | None = None,
+    outputs: Sequence[str] = (),
 ) -> Task:
     """Build a :class:`Task` from a function and the decorator's options.
 
@@ -179,4 +211,5 @@ def make_task(
         tags=tags,
         description=doc.splitlines()[0] if doc else "",
         executor=executor,
+        outputs=tuple(outputs),
     )

@@ -47,7 +47,7 @@ from typing import Any
 
 import asyncflow
 
-DATA = Path(__file__).parent / "data" / "stocks.csv"
+DATA = Path(__file__).resolve().parent / "data" / "stocks.csv"
 TICKERS = ("AAPL", "AMZN", "GOOG", "IBM", "MSFT")
 """The tickers that get a branch; a ticker missing from the CSV fails its own branch only."""
 
@@ -257,7 +257,7 @@ def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
     return "\n".join(lines)
 
 
-@pipeline.task(inputs={"fits": [f"fit_{t}" for t in TICKERS]})
+@pipeline.task(inputs={"fits": [f"fit_{t}" for t in TICKERS]}, outputs=["{workdir}/prices_report.md"])
 async def report(fits: list[dict[str, Any]], params: dict[str, Any], context: asyncflow.RunContext) -> str:
     """Write ``<workdir>/prices_report.md`` from every ticker's fit; return its path."""
     path = context.workdir / "prices_report.md"

@@ -740,3 +740,49 @@ async def test_write_json_cancelled_from_another_task_is_atomic(tmp_path: Path) 
                 await anyio.sleep(0.001 * round_)
             scope.cancel()
         _assert_old_or_new(path, old, new)
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+
+def _writer(calls: Counter[str], template: str = "{workdir}/{name}.txt") -> Pipeline:
+    p = Pipeline("outputs", params={"name": "report"})
+
+    @p.task(outputs=[template])
+    async def write(params: dict[str, Any], context: asyncflow.RunContext) -> str:
+        calls["write"] += 1
+        path = context.workdir / f"{params['name']}.txt"
+        await asyncflow.write_text(path, "hello\n")
+        return str(path)
+
+    @p.task
+    async def after_write(write: str) -> str:
+        calls["after_write"] += 1
+        return write
+
+    return p
+
+
+async def test_a_deleted_output_reruns_its_task_and_nothing_else(tmp_path: Path) -> None:
+    calls: Counter[str] = Counter()
+    p = _writer(calls)
+    await run(p, tmp_path)
+    second = await run(p, tmp_path)
+    assert states(second) == {"write": TaskState.CACHED, "after_write": TaskState.CACHED}
+
+    await anyio.Path(tmp_path / "report.txt").unlink()
+    third = await run(p, tmp_path)
+    assert states(third) == {"write": TaskState.SUCCEEDED, "after_write": TaskState.CACHED}
+    assert calls == Counter({"write": 2, "after_write": 1})
+    assert await anyio.Path(tmp_path / "report.txt").read_text() == "hello\n"
+
+
+async def test_an_output_template_with_an_unknown_field_fails_its_task(tmp_path: Path) -> None:
+    calls: Counter[str] = Counter()
+    p = _writer(calls, template="{workdir}/{nope}.txt")
+    await run(p, tmp_path)  # no checkpoint yet: the outputs are not looked at
+    result = await run(p, tmp_path)
+    assert states(result) == {"write": TaskState.FAILED, "after_write": TaskState.SKIPPED}
+    error = result.tasks["write"].error
+    assert isinstance(error, asyncflow.PipelineDefinitionError)
+    assert "output '{workdir}/{nope}.txt' cannot be formatted" in str(error)

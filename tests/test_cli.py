@@ -222,3 +222,19 @@ def test_a_workdir_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
     assert "cannot use working directory" in result.stderr
     assert "it is a file, not a directory" in result.stderr
     assert afile.read_text() == "not a directory\n"
+
+
+def test_a_deleted_report_is_written_again_by_the_next_run(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    assert asyncflow("pipelines.prices", "--workdir", workdir).returncode == 0
+    report = workdir / "prices_report.md"
+    text = report.read_text()
+    report.unlink()
+    plan = asyncflow("pipelines.prices", "--workdir", workdir, "--dry-run")
+    assert f"output missing: {report}" in plan.stdout
+    rerun = asyncflow("pipelines.prices", "--workdir", workdir)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = states(rerun.stdout)
+    assert rows.pop("report") == "succeeded"
+    assert set(rows.values()) == {"cached"}
+    assert report.read_text() == text
