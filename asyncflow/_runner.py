@@ -662,9 +662,9 @@ async def execute(
             raise ValueError(f"the limit of pool {tag!r} must be a positive int, not {limit!r}")
     preloaded: dict[int, Checkpoint] = {}
     if selected is not None:
-        chosen = graph.indices(selected)
-        graph = graph.subgraph(graph.upstream_closure(chosen))
-        chosen = {graph.index[n] for n in selected}
+        names = list(selected)  # read twice below: an iterator must not run dry
+        graph = graph.subgraph(graph.upstream_closure(graph.indices(names)))
+        chosen = {graph.index[n] for n in names}
         missing = []
         for node in graph.nodes:
             if node.index in chosen:
