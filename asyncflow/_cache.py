@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._graph import Node
 
-__all__ = ["CacheKey", "code_digest", "file_digest", "node_cache_key", "task_cache_key"]
+__all__ = ["CacheKey", "code_digest", "file_digest", "node_cache_key", "task_cache_key", "volatile_key"]
 
 _SIMPLE = (str, int, float, bool, type(None))
 
@@ -214,6 +214,15 @@ async def node_cache_key(
         extra=_digest(extra),
         upstream=tuple(upstream),
     )
+
+
+def volatile_key(key: str, run_id: str) -> str:
+    """The key a task with ``checkpoint=False`` hands downstream after it ran in ``run_id``.
+
+    Such a task runs on every run and its result may change, so the tasks downstream of
+    it must run again too: a key that differs on every run sees to that.
+    """
+    return hashlib.sha256(f"{key}:{run_id}".encode()).hexdigest()
 
 
 def file_digest(path: str | Path) -> str:

@@ -213,8 +213,15 @@ async def _plan_task(
         ck = await node_cache_key(node, nodes, keys, params)
     except Exception as exc:
         return PlannedTask(name=name, action=Action.FAIL, reason=f"its cache_key_fn raises {_error(exc)}")
+    # Below a task without checkpoint (a run that has no key yet): known only in the run.
+    volatile = [nodes[u].name for u in node.upstream if keys[u] is None and _action(plans[u]) is Action.RUN]
+    if volatile:
+        reason = f"an upstream task will run ({', '.join(volatile)})"
+        return PlannedTask(name=name, action=Action.RUN, reason=reason)
     if not node.task.checkpoint:
-        return PlannedTask(name=name, action=Action.RUN, reason="checkpoint disabled", cache_key=ck.key)
+        # It runs whatever its key, and hands its downstream tasks a key made new by the
+        # run (see asyncflow._cache.volatile_key): unknown here.
+        return PlannedTask(name=name, action=Action.RUN, reason="checkpoint disabled")
     checkpoint = await store.load(name)
     stored = checkpoint.cache_key if checkpoint is not None else None
     if force:

@@ -71,7 +71,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from ._cache import CacheKey, node_cache_key
+from ._cache import CacheKey, node_cache_key, volatile_key
 from ._context import RunContext, task_logger
 from ._errors import (
     CheckpointError,
@@ -400,12 +400,13 @@ class _Run:
                 store = None
             elif not self.force:
                 checkpoint = await store.load(task.name)
+                matches = checkpoint is not None and checkpoint.cache_key == key
                 try:
-                    missing = bool(task.outputs) and self.outputs_missing(i)
+                    missing = matches and bool(task.outputs) and self.outputs_missing(i)
                 except PipelineDefinitionError as exc:  # a malformed outputs template
                     self.fail(i, exc)
                     return
-                if checkpoint is not None and checkpoint.cache_key == key and not missing:
+                if checkpoint is not None and matches and not missing:
                     if self.listeners:
                         self.emit(
                             TaskCached(run_id=self.run_id, time=self.now(), task=task.name, cache_key=key)
@@ -492,6 +493,11 @@ class _Run:
                 error.__cause__ = exc
                 self.fail(i, error)
                 return
+        elif ck is not None:
+            # Not checkpointed, so it ran whatever its key: its result may differ from the
+            # last run's, and the tasks downstream must not be cached on the strength of
+            # its key alone. A key that is new on every run makes them run too.
+            self.keys[i] = volatile_key(ck.key, self.run_id)
         self.succeed(i, result, TaskState.SUCCEEDED)
 
     def outputs_missing(self, i: int) -> bool:

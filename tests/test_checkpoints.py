@@ -181,24 +181,32 @@ async def test_memory_store_stands_in_for_files(tmp_path: Path) -> None:
     assert set(states(third).values()) == {S}
 
 
-async def test_task_with_checkpoint_false_always_runs(tmp_path: Path) -> None:
+async def test_task_with_checkpoint_false_always_runs_and_so_does_its_downstream(tmp_path: Path) -> None:
+    # Its result may change from run to run (a clock, a live feed), so a downstream task
+    # cached on its key alone would hand on a stale value (found by a user).
     p = Pipeline("p")
     calls: Counter[str] = Counter()
 
     @p.task(checkpoint=False)
     async def live() -> int:
         calls["live"] += 1
-        return 5
+        return 5 * calls["live"]
 
     @p.task
     async def stored(live: int) -> int:
         calls["stored"] += 1
         return live + 1
 
+    @p.task
+    async def unrelated() -> int:
+        calls["unrelated"] += 1
+        return 0
+
     await run(p, tmp_path)
     second = await run(p, tmp_path)
-    assert states(second) == {"live": S, "stored": C}
-    assert calls == {"live": 2, "stored": 1}
+    assert states(second) == {"live": S, "stored": S, "unrelated": C}
+    assert second.tasks["stored"].result == 11
+    assert calls == {"live": 2, "stored": 2, "unrelated": 1}
     assert not (tmp_path / "checkpoints" / "live.json").exists()
 
 

@@ -61,12 +61,14 @@ async def run(p: Pipeline, store: MemoryStore, tmp_path: Path, **kwargs: Any) ->
 
 
 def assert_plan_matches_run(plan: Plan, result: RunResult) -> None:
-    """The plan predicted the run: same tasks, same outcome, same cache keys."""
+    """The plan predicted the run: same tasks, same outcome, same cache keys (where the plan
+    knows one: not below a task without checkpoint, whose key is made new by each run)."""
     assert [t.name for t in plan.tasks] == list(result.tasks)
     for planned in plan.tasks:
         ran = result.tasks[planned.name]
         assert planned.action is ACTION_OF_STATE[ran.state], planned
-        assert planned.cache_key == ran.cache_key, planned
+        if planned.cache_key is not None:
+            assert planned.cache_key == ran.cache_key, planned
 
 
 async def test_fresh_store_plans_every_task_to_run_for_lack_of_a_checkpoint(tmp_path: Path) -> None:
@@ -141,12 +143,12 @@ async def test_force_plans_every_checkpointed_task_as_forced(tmp_path: Path) -> 
     assert_plan_matches_run(plan, await run(p, store, tmp_path, force=True))
 
 
-async def test_a_task_without_checkpoint_always_runs_and_its_downstream_stays_cached(tmp_path: Path) -> None:
+async def test_a_task_without_checkpoint_always_runs_and_so_does_its_downstream(tmp_path: Path) -> None:
     p, store = chain(checkpoint_b=False), MemoryStore()
     await run(p, store, tmp_path)
     plan = await plan_of(p, store)
     assert reasons(plan)["middle"] == ("run", "checkpoint disabled")
-    assert reasons(plan)["sink"] == ("cached", "checkpoint matches")
+    assert reasons(plan)["sink"] == ("run", "an upstream task will run (middle)")
     assert_plan_matches_run(plan, await run(p, store, tmp_path))
 
 
