@@ -21,7 +21,8 @@ from ._result import RunResult
 from ._retry import RetryPolicy
 from ._runner import execute, new_run_id
 from ._store import CheckpointStore, FileStore
-from ._task import Task, make_task
+from ._stream import EventStream
+from ._task import Task, make_task, missing_outputs
 
 __all__ = ["DEFAULT_WORKDIR", "Pipeline"]
 
@@ -301,7 +302,9 @@ class Pipeline:
             :meth:`~asyncflow.RunResult.raise_for_failures`).
 
         Raises:
-            PipelineDefinitionError: the pipeline is invalid (before anything runs).
+            PipelineDefinitionError: the pipeline is invalid, or an ``outputs`` template
+                names a field that is neither ``workdir`` nor a parameter (before anything
+                runs).
             ParamError: an undeclared parameter.
             UnknownDependencyError: ``only`` names a task that does not exist.
             MissingCheckpointError: ``only`` needs upstream results that were never
@@ -316,48 +319,61 @@ class Pipeline:
             Cancellation: when the caller is cancelled, the running tasks are cancelled
                 and awaited first; nothing is left running.
         """
-        graph = self.validate()
-        merged = self.resolve_params(params)
-        chosen_executor = resolve_executor(executor)
-        root = Path(workdir) if workdir is not None else DEFAULT_WORKDIR
-        if checkpoints and store is None:
-            store = FileStore(root / "checkpoints")
-        if not checkpoints:
-            store = None
-        await anyio.Path(root).mkdir(parents=True, exist_ok=True)
-        run_id = run_id or new_run_id()
-        if lock is not None and lock not in LOCK_MODES:
-            raise ValueError(f"lock must be 'fail', 'wait' or None, not {lock!r}")
-        held = None
-        if lock is not None and isinstance(store, FileStore) and store.directory == root / "checkpoints":
-            held = WorkdirLock(root, mode=lock, run_id=run_id, pipeline=self.name, cleanup=(store.directory,))
-            await held.acquire()
-        all_listeners: list[Listener] = [*listeners, LogListener()] if log else list(listeners)
-        recorder = record if isinstance(record, RunRecorder) else RunRecorder() if record else None
-        if recorder is not None:
-            all_listeners.append(recorder)
         try:
-            return await execute(
-                graph,
-                pipeline=self.name,
-                params=merged,
-                workdir=root.resolve(),
-                store=store,
-                force=force,
-                max_concurrency=max_concurrency,
-                fail_fast=fail_fast,
-                listeners=all_listeners,
-                run_id=run_id,
-                seed=seed,
-                selected=None if only is None else list(only),
-                pools=pools,
-                executor=chosen_executor,
-            )
-        finally:
-            if held is not None:
-                held.release()
+            graph = self.validate()
+            merged = self.resolve_params(params)
+            root = Path(workdir) if workdir is not None else DEFAULT_WORKDIR
+            for task in self._tasks.values():
+                if task.outputs:
+                    missing_outputs(task, root.resolve(), merged)  # a bad template raises here
+            chosen_executor = resolve_executor(executor)
+            if checkpoints and store is None:
+                store = FileStore(root / "checkpoints")
+            if not checkpoints:
+                store = None
+            await anyio.Path(root).mkdir(parents=True, exist_ok=True)
+            run_id = run_id or new_run_id()
+            if lock is not None and lock not in LOCK_MODES:
+                raise ValueError(f"lock must be 'fail', 'wait' or None, not {lock!r}")
+            held = None
+            if lock is not None and isinstance(store, FileStore) and store.directory == root / "checkpoints":
+                held = WorkdirLock(
+                    root, mode=lock, run_id=run_id, pipeline=self.name, cleanup=(store.directory,)
+                )
+                await held.acquire()
+            all_listeners: list[Listener] = [*listeners, LogListener()] if log else list(listeners)
+            recorder = record if isinstance(record, RunRecorder) else RunRecorder() if record else None
             if recorder is not None:
-                await save_after_run(recorder, root / "runs")
+                all_listeners.append(recorder)
+            try:
+                return await execute(
+                    graph,
+                    pipeline=self.name,
+                    params=merged,
+                    workdir=root.resolve(),
+                    store=store,
+                    force=force,
+                    max_concurrency=max_concurrency,
+                    fail_fast=fail_fast,
+                    listeners=all_listeners,
+                    run_id=run_id,
+                    seed=seed,
+                    selected=None if only is None else list(only),
+                    pools=pools,
+                    executor=chosen_executor,
+                )
+            finally:
+                if held is not None:
+                    held.release()
+                if recorder is not None:
+                    await save_after_run(recorder, root / "runs")
+        except BaseException:
+            # An EventStream's reader waits for RunFinished, which a run that never
+            # started (an invalid parameter, a held lock, ...) does not send: end it here.
+            for listener in listeners:
+                if isinstance(listener, EventStream):
+                    listener.close()
+            raise
 
     def run_sync(
         self, *args: Any, backend: Literal["asyncio", "trio"] = "asyncio", **kwargs: Any

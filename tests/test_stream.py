@@ -302,3 +302,25 @@ async def test_without_listeners_no_event_is_built(tmp_path: Path, monkeypatch: 
     assert second.tasks["a"].state.value == "cached"
     assert third.tasks["slow"].state.value == "cancelled"
     assert built == []
+
+
+async def test_the_stream_ends_when_the_run_fails_before_it_starts(tmp_path: Path) -> None:
+    p = Pipeline("p", params={"n": 1})
+
+    @p.task
+    async def a() -> int:
+        return 1
+
+    stream = EventStream()
+    seen: list[Event] = []
+
+    async def read() -> None:
+        async for event in stream:
+            seen.append(event)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            with pytest.raises(asyncflow.ParamError):
+                await p.run(params={"bogus": 1}, workdir=tmp_path, listeners=[stream], log=False)
+    assert seen == []
