@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where plain def tasks compute: local (worker threads; the default), processes "
         "(a pool of local worker processes, one per CPU), dask (a Dask cluster: the one at "
         "--dask-address, else a local cluster started for the run; needs pip install "
-        "'asyncflow[dask]' and --backend asyncio). Coroutine tasks always run on the event "
+        "'.[dask]' from a checkout, and --backend asyncio). Coroutine tasks always run on the event "
         "loop, and tasks declared executor='local' in worker threads",
     )
     parser.add_argument(

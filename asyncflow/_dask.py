@@ -1,6 +1,6 @@
 """The Dask executor: plain ``def`` tasks computed on a Dask cluster.
 
-The optional dependencies (``pip install 'asyncflow[dask]'``: ``dask`` and
+The optional dependencies (``pip install '.[dask]'`` in a checkout of asyncflow: ``dask`` and
 ``distributed``) are imported when a run opens the executor, never when asyncflow is
 imported.
 
@@ -51,7 +51,7 @@ _WHERE = "the Dask workers"
 class DaskExecutor:
     """Run plain ``def`` tasks on a Dask cluster (CLI ``--executor dask [--dask-address]``).
 
-    Needs ``pip install 'asyncflow[dask]'`` and the asyncio backend. The workers must be
+    Needs ``pip install '.[dask]'`` (in a checkout) and the asyncio backend. The workers must be
     able to import the task functions' modules (a ``LocalCluster`` started here inherits
     this process's ``sys.path``) and asyncflow itself. Functions and arguments travel with
     cloudpickle, results with :mod:`pickle`.
@@ -113,7 +113,7 @@ class DaskExecutor:
         except ImportError as exc:
             raise ExecutorError(
                 f"the Dask executor needs the optional dependencies dask and distributed ({exc}); "
-                "install them with: pip install 'asyncflow[dask]'"
+                "install them with: pip install '.[dask]' in a checkout of asyncflow"
             ) from exc
 
         cluster: Any = None

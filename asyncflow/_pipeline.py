@@ -165,8 +165,12 @@ class Pipeline:
             retry_on=retry_types,
         )
 
+        def one_or_many(value: Any) -> tuple[Any, ...]:
+            # A lone string means one item, not its characters: tags="db" is ("db",).
+            return (value,) if isinstance(value, str) else tuple(value)
+
         def register(f: F) -> F:
-            after_names = tuple(self._name_of(a) for a in after)
+            after_names = tuple(self._name_of(a) for a in one_or_many(after))
             task = make_task(
                 f,
                 name=name,
@@ -176,9 +180,9 @@ class Pipeline:
                 timeout=timeout,
                 checkpoint=checkpoint,
                 cache_key_fn=cache_key_fn,
-                tags=tuple(tags),
+                tags=one_or_many(tags),
                 executor=executor,
-                outputs=tuple(outputs),
+                outputs=one_or_many(outputs),
             )
             if task.name in self._tasks:
                 raise DuplicateTaskError(

@@ -184,7 +184,7 @@ class Checkpoint:
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    """Where checkpoints live. Implementations must pass ``tests/test_store.py``'s contract."""
+    """Where checkpoints live. Implementations must pass ``tests/test_checkpoints.py``'s contract."""
 
     async def load(self, task: str) -> Checkpoint | None:
         """The checkpoint of ``task``, or ``None`` when there is none or it is unreadable."""

@@ -481,3 +481,18 @@ def test_reserved_parameter_names_cannot_name_a_task(name: str) -> None:
 
     with pytest.raises(InvalidTaskNameError, match=f"task name '{name}' is reserved"):
         p.task(body, name=name)
+
+
+def test_a_lone_string_is_one_tag_one_output_and_one_upstream_task() -> None:
+    p = Pipeline("p")
+
+    @p.task
+    async def source() -> int:
+        return 1
+
+    @p.task(tags="db", outputs="{workdir}/x.txt", after="source")
+    async def sink() -> int:
+        return 2
+
+    task = p.tasks["sink"]
+    assert (task.tags, task.outputs, task.after) == (("db",), ("{workdir}/x.txt",), ("source",))
