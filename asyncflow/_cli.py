@@ -482,7 +482,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workdir.exists() and not workdir.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
         workdir.mkdir(parents=True, exist_ok=True)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(workdir, os.W_OK):
             raise PermissionError(f"permission denied: {str(workdir)!r}")
     except OSError as exc:

@@ -135,10 +135,17 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
         )
     ]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # delay=True: the file (and its folder) appear with the first line, so a run that
+        # never starts (refused by the workdir lock, say) leaves no empty log behind.
         ids.append(
             logger.add(
-                log_file, level="DEBUG", format=FILE_FORMAT, backtrace=False, diagnose=False, encoding="utf-8"
+                log_file,
+                level="DEBUG",
+                format=FILE_FORMAT,
+                backtrace=False,
+                diagnose=False,
+                encoding="utf-8",
+                delay=True,
             )
         )
     return ids

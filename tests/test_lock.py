@@ -91,6 +91,7 @@ def test_second_process_fails_at_once_naming_the_run_that_holds_the_lock(
     assert f"run {info['run_id']} ok" in out
     assert {pid for pid, _ in journal(marks)} == {holder.pid}  # the second run ran nothing
     assert not (workdir / ".lock.info").exists()  # released
+    assert [p.name for p in (workdir / "runs").iterdir()] == [info["run_id"]]  # and left no log
 
 
 def test_second_process_with_lock_wait_runs_after_the_first_without_interleaving(
