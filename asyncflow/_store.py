@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import aiofiles
-import aiofiles.os
 import anyio
 from loguru import logger
 
@@ -89,19 +88,25 @@ async def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
             if _on_asyncio():
                 async with aiofiles.open(tmp, "w", encoding="utf-8") as f:
                     await f.write(text)
-                    await f.flush()
-                    await anyio.to_thread.run_sync(os.fsync, f.fileno())
-                await aiofiles.os.replace(tmp, target)
             else:
                 async with await anyio.open_file(tmp, "w", encoding="utf-8") as g:
                     await g.write(text)
-                    await g.flush()
-                    await anyio.to_thread.run_sync(os.fsync, g.wrapped.fileno())
-                await anyio.Path(tmp).replace(target)
+            # Closing flushed Python's buffer; the fsync and the rename share one trip to a
+            # worker thread (fsync syncs the file whichever descriptor asks).
+            await anyio.to_thread.run_sync(_fsync_and_replace, tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _fsync_and_replace(tmp: Path, target: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
 
 
 def temporary_files(directory: str | os.PathLike[str]) -> list[Path]:
