@@ -490,8 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     route_asyncio_logging()
 
     sinks = frozenset(node.name for node in graph.nodes if not node.downstream)
-    tracker = TaskTracker(pipeline.name, [node.name for node in graph.nodes], params)
     recorder = RunRecorder()
+    tracker = TaskTracker(recorder, pipeline.name, [node.name for node in graph.nodes], params)
     guard = SignalGuard(
         tracker,
         grace=args.grace,

@@ -15,8 +15,8 @@ final name (``os.replace`` is atomic), and a write cut short leaves only a tempo
 ``.<task>.json.<hex>.tmp`` file, which no run loads as a checkpoint and the next run
 removes (see :mod:`asyncflow._lock`).
 
-An interrupted run never returns a :class:`~asyncflow.RunResult`, so the summary is built
-by :class:`TaskTracker`, an event listener that keeps the last known state of every task.
+An interrupted run never returns a :class:`~asyncflow.RunResult`, so :class:`TaskTracker`
+builds the summary from the run's record (:class:`~asyncflow.RunRecorder`).
 
 The command line's other ways out live here too, so that none of them prints a raw
 traceback or hangs: :func:`describe_error` (an exception group as one line),
@@ -41,17 +41,8 @@ from anyio.abc import TaskStatus
 from loguru import logger
 
 from ._errors import TaskTimeoutError
-from ._events import (
-    Event,
-    RunStarted,
-    TaskCached,
-    TaskCancelled,
-    TaskFailed,
-    TaskSkipped,
-    TaskStarted,
-    TaskState,
-    TaskSucceeded,
-)
+from ._events import Event, TaskCancelled, TaskFailed, TaskState
+from ._records import RunRecord, RunRecorder
 from ._result import RunResult, TaskRun
 
 __all__ = [
@@ -151,84 +142,69 @@ def describe_error(exc: BaseException) -> str:
 
 
 class TaskTracker:
-    """An event listener that keeps every task's last known state, in definition order.
+    """The summary of a run that ends without a :class:`~asyncflow.RunResult`.
 
-    It builds the summary of a run that ends without a :class:`~asyncflow.RunResult`
-    (interrupted, or stopped by an exception that is not a task failure).
+    Interrupted, or stopped by an exception that is not a task failure. What each task did
+    comes from the run's :class:`~asyncflow.RunRecorder` (the record keeps it anyway); as
+    an event listener of its own the tracker keeps only what a record does not: each
+    failed task's exception, and which tasks a signal cancelled.
 
     Args:
+        recorder: the run's recorder (also among the run's listeners).
         pipeline: the pipeline's name.
-        tasks: every task name, in definition order.
+        tasks: every task name, in definition order (the summary before the run started).
         params: the run's parameters.
     """
 
-    def __init__(self, pipeline: str, tasks: Sequence[str], params: Mapping[str, Any]) -> None:
+    def __init__(
+        self, recorder: RunRecorder, pipeline: str, tasks: Sequence[str], params: Mapping[str, Any]
+    ) -> None:
+        self.recorder = recorder
         self.pipeline = pipeline
         self.params = dict(params)
-        self.run_id = "-"
-        self.states = dict.fromkeys(tasks, TaskState.PENDING)
-        self.attempts = dict.fromkeys(tasks, 0)
-        self.started: dict[str, float] = {}
-        self.finished: dict[str, float] = {}
-        self.errors: dict[str, BaseException] = {}
-        self.reasons: dict[str, str] = {}
-        self.keys: dict[str, str] = {}
+        self._tasks = list(tasks)
+        self._errors: dict[str, BaseException] = {}
+        self._cancelled_by_signal: set[str] = set()
         self.interrupted_by: str | None = None
         """Set by :class:`SignalGuard` to the signal's name when it cancels the run."""
-        self._mono0 = 0.0
-        self._wall0 = time.time()
 
     def __call__(self, event: Event) -> None:
-        """Record ``event``."""
-        if isinstance(event, RunStarted):
-            self.run_id, self._mono0, self._wall0 = event.run_id, event.time, time.time()
-            if event.upstream:  # a partial run (--only ...): just its tasks
-                in_run = set(event.upstream)
-                self.states = {name: s for name, s in self.states.items() if name in in_run}
-            return
-        task: str | None = getattr(event, "task", None)
-        if task is None or task not in self.states:
-            return
-        if isinstance(event, TaskStarted):
-            self.states[task] = TaskState.RUNNING
-            self.attempts[task] = event.attempt
-            self.started.setdefault(task, event.time)
-            if event.cache_key is not None:
-                self.keys[task] = event.cache_key
-            return
-        if isinstance(event, TaskSucceeded):
-            self.states[task] = TaskState.SUCCEEDED
-        elif isinstance(event, TaskCached):
-            self.states[task] = TaskState.CACHED
-            self.started.setdefault(task, event.time)
-            self.keys[task] = event.cache_key
-        elif isinstance(event, TaskFailed):
-            self.states[task] = TaskState.FAILED
-            self.errors[task] = event.error
-        elif isinstance(event, TaskSkipped):
-            self.states[task] = TaskState.SKIPPED
-            self.reasons[task] = event.reason
-        elif isinstance(event, TaskCancelled):
-            self.states[task] = TaskState.CANCELLED
-            self.reasons[task] = self._interrupted_reason(task) or event.reason
-        else:
-            return
-        self.finished[task] = event.time
+        """Keep a failed task's exception; note a task cancelled after a signal."""
+        if isinstance(event, TaskFailed):
+            self._errors[event.task] = event.error
+        elif isinstance(event, TaskCancelled) and self.interrupted_by is not None:
+            self._cancelled_by_signal.add(event.task)
 
-    def _interrupted_reason(self, task: str, abandoned: str | None = None) -> str | None:
-        if self.interrupted_by is None:
-            return None
-        if task not in self.started:
-            return f"interrupted by {self.interrupted_by} before it started"
-        if abandoned is not None:
-            return f"interrupted by {self.interrupted_by} while running; {abandoned}"
-        return f"interrupted by {self.interrupted_by} while running"
+    @property
+    def run_id(self) -> str:
+        """The run's id, ``"-"`` before it started."""
+        return self.recorder.run_id or "-"
+
+    def _record(self) -> RunRecord | None:
+        return self.recorder.record() if self.recorder.run_id is not None else None
+
+    @property
+    def states(self) -> dict[str, TaskState]:
+        """Every task's last known state (of a partial run: its tasks only)."""
+        record = self._record()
+        if record is None:
+            return dict.fromkeys(self._tasks, TaskState.PENDING)
+        return {name: t.state for name, t in record.tasks.items()}
 
     @property
     def cancelled(self) -> list[str]:
         """The tasks that did not finish: cancelled, still running or never started."""
         unfinished = (TaskState.PENDING, TaskState.RUNNING, TaskState.CANCELLED)
         return [name for name, state in self.states.items() if state in unfinished]
+
+    def _interrupted_reason(self, started: bool, abandoned: str | None = None) -> str | None:
+        if self.interrupted_by is None:
+            return None
+        if not started:
+            return f"interrupted by {self.interrupted_by} before it started"
+        if abandoned is not None:
+            return f"interrupted by {self.interrupted_by} while running; {abandoned}"
+        return f"interrupted by {self.interrupted_by} while running"
 
     def result(self, *, abandoned: str | None = None, stopped_by: str | None = None) -> RunResult:
         """The run as far as the events tell; unfinished tasks count as CANCELLED.
@@ -238,41 +214,43 @@ class TaskTracker:
             stopped_by: the error that stopped the run, if one did (it becomes the reason of
                 every task it cancelled).
         """
-        wall0, mono0 = self._wall0, self._mono0
-
-        def wall(t: float | None) -> float | None:
-            return None if t is None else wall0 + (t - mono0)
-
+        record = self._record()
+        records = record.tasks if record is not None else {}
         tasks = {}
-        for name, state in list(self.states.items()):
-            reason = self.reasons.get(name)
+        for name in records if record is not None else self._tasks:
+            t = records.get(name)
+            state = t.state if t is not None else TaskState.PENDING
+            started = t is not None and t.started_at is not None
+            reason = t.reason if t is not None else None
+            if state is TaskState.CANCELLED and name in self._cancelled_by_signal:
+                reason = self._interrupted_reason(started)
             if state is TaskState.PENDING or state is TaskState.RUNNING:
-                reason = self._interrupted_reason(name, abandoned if state is TaskState.RUNNING else None)
+                reason = self._interrupted_reason(started, abandoned if state is TaskState.RUNNING else None)
                 reason = reason or "the run stopped before it finished"
                 state = TaskState.CANCELLED
             if stopped_by is not None and state is TaskState.CANCELLED:
-                when = "while it was running" if name in self.started else "before it started"
+                when = "while it was running" if started else "before it started"
                 reason = f"the run was stopped by {stopped_by} {when}"
-            start, end = self.started.get(name), self.finished.get(name)
             tasks[name] = TaskRun(
                 name=name,
                 state=state,
-                attempts=self.attempts[name],
-                started_at=wall(start),
-                finished_at=wall(end),
-                duration=None if start is None or end is None else end - start,
-                error=self.errors.get(name),
-                cache_key=self.keys.get(name),
+                attempts=len(t.attempts) if t is not None else 0,
+                started_at=t.started_at if t is not None else None,
+                finished_at=t.finished_at if t is not None else None,
+                duration=t.duration if t is not None else None,
+                error=self._errors.get(name),
+                cache_key=t.cache_key if t is not None else None,
                 reason=reason,
             )
         now = time.time()
+        started_at = record.started_at if record is not None else now
         return RunResult(
             run_id=self.run_id,
             pipeline=self.pipeline,
             params=self.params,
-            started_at=wall0,
+            started_at=started_at,
             finished_at=now,
-            duration=now - wall0,
+            duration=now - started_at,
             tasks=tasks,
         )
 
