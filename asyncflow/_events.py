@@ -14,9 +14,9 @@ without breaking a listener. ``time`` is the event loop's monotonic clock
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "AttemptFailed",
@@ -180,5 +180,15 @@ class TaskCancelled(Event):
     reason: str
 
 
-Listener = Callable[[Event], object]
-"""A callable that receives every event of a run, synchronously; its return value is ignored."""
+class Listener(Protocol):
+    """Anything callable with one :class:`Event`: a function, a bound method
+    (``events.append``), an :class:`~asyncflow.EventStream`, a :class:`~asyncflow.RunRecorder`.
+
+    It is called synchronously, in the order listeners were given, right where the event
+    happens, so it must be quick and must not block; its return value is ignored. If it
+    raises an ``Exception``, it is disabled for the rest of the run and the error logged.
+    """
+
+    def __call__(self, event: Event, /) -> object:
+        """Receive one event."""
+        ...
