@@ -57,7 +57,6 @@ Events go to the listeners synchronously; with no listener no event object is bu
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 import secrets
 import sys
@@ -71,6 +70,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
+from ._attempt import call_task, run_attempt
 from ._cache import CacheKey, node_cache_key, volatile_key
 from ._context import RunContext, task_logger
 from ._errors import (
@@ -79,7 +79,6 @@ from ._errors import (
     MissingCheckpointError,
     PipelineDefinitionError,
     TaskPicklingError,
-    TaskTimeoutError,
 )
 from ._events import (
     AttemptFailed,
@@ -440,15 +439,10 @@ class _Run:
                     )
                 )
             try:
-                if task.timeout is None:
-                    result = await self.call(node, kwargs)
+                if task.timeout is None:  # one coroutine frame less on the common path
+                    result = await call_task(task, kwargs, self.submit_of(i))
                 else:
-                    with anyio.move_on_after(task.timeout) as scope:
-                        result = await self.call(node, kwargs)
-                    if scope.cancelled_caught:
-                        raise TaskTimeoutError(
-                            task.name, task.timeout, thread_abandoned=self.submit_of(i) is submit_thread
-                        )
+                    result = await run_attempt(task, kwargs, self.submit_of(i))
             except Exception as exc:
                 retry = not isinstance(exc, ForgottenAwaitError | TaskPicklingError) and policy.should_retry(
                     attempt, exc
@@ -519,24 +513,6 @@ class _Run:
         if self.nodes[i].task.is_async:
             return None
         return submit_thread if self.submits is None else self.submits[i]
-
-    async def call(self, node: Node, kwargs: dict[str, Any]) -> Any:
-        task = node.task
-        if task.is_async:  # the event loop: the coroutine itself, no executor in between
-            result = await task.fn(**kwargs)
-        else:  # the executor seam: a worker thread (default), a process, a Dask cluster
-            submits = self.submits
-            submit = submit_thread if submits is None else submits[node.index]
-            result = await submit(task, kwargs)
-        if hasattr(type(result), "__await__"):  # inspect.isawaitable, cheaper for plain data
-            if inspect.iscoroutine(result):
-                result.close()
-            raise ForgottenAwaitError(
-                task.name,
-                f"task {task.name!r} returned {type(result).__name__} object instead of a "
-                "result: an 'await' is missing in its body",
-            )
-        return result
 
     def context(self, task: str, attempt: int) -> RunContext:
         return RunContext(
