@@ -26,12 +26,14 @@ calls ``logger.enable("asyncflow")``; the command line (``python -m asyncflow``)
 
 from loguru import logger as _logger
 
-from ._cache import code_digest, file_digest
+from ._cache import file_digest
 from ._context import RunContext, TaskLogger
 from ._dask import DaskExecutor
+from ._digest import code_digest
 from ._errors import (
     AsyncflowError,
     CheckpointError,
+    CheckpointReadError,
     CycleError,
     DuplicateTaskError,
     ExecutorError,
@@ -63,6 +65,8 @@ from ._events import (
     TaskSucceeded,
 )
 from ._executors import Executor, LocalExecutor, ProcessExecutor
+from ._files import read_json, read_text, write_json
+from ._files import write_text_atomic as write_text
 from ._graph import Graph, Node
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._progress import ProgressDisplay
@@ -77,16 +81,8 @@ from ._records import (
 )
 from ._result import RunResult, TaskRun
 from ._retry import RetryPolicy
-from ._store import (
-    Checkpoint,
-    CheckpointStore,
-    FileStore,
-    MemoryStore,
-    read_json,
-    read_text,
-    write_json,
-)
-from ._store import write_text_atomic as write_text
+from ._serializers import JSON, PICKLE, Serializer
+from ._store import Checkpoint, CheckpointStore, FileStore, MemoryStore
 from ._stream import EventStream
 from ._task import Task
 from ._timeline import render_timeline
@@ -95,12 +91,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_WORKDIR",
+    "JSON",
+    "PICKLE",
     "AsyncflowError",
     "AttemptFailed",
     "AttemptRecord",
     "AttemptState",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointReadError",
     "CheckpointStore",
     "CycleError",
     "DaskExecutor",
@@ -131,6 +130,7 @@ __all__ = [
     "RunRecorder",
     "RunResult",
     "RunStarted",
+    "Serializer",
     "Task",
     "TaskCached",
     "TaskCancelled",

@@ -2,149 +2,126 @@
 
 A task's cache key is the SHA-256 (``hashlib``) of a canonical JSON document holding:
 
-* ``code``: the digest of the task function's code (see :func:`code_digest`);
-* ``params``: the run's parameters, only if the task declares a ``params`` parameter;
-* ``extra``: the value of the task's ``cache_key_fn(params)``, if it has one (use it for the
-  content of input files: ``cache_key_fn=lambda p: file_digest(p["csv"])``);
-* ``upstream``: the cache keys of its upstream tasks, by parameter (or ``after``) name.
+* ``code``: the digest of what the task's function computes, including the helpers,
+  classes and module constants of the user's own code that it reaches, and the values
+  bound to it (defaults, closures, ``functools.partial`` arguments), hashed by value
+  (see :mod:`asyncflow._digest`);
+* ``params``: the run parameters **the task read** on its last run (through its
+  ``params`` mapping or ``context.params``), by name and value digest; a parameter it
+  never reads is not in its key;
+* ``extra``: the digest of the task's ``cache_key_fn(params)`` value, if it has one (use
+  it for the content of input files: ``cache_key_fn=lambda p: file_digest(p["csv"])``);
+* ``upstream``: the digest of each upstream task's **result** (the checkpoint's
+  serialized bytes), by upstream name, and which task feeds which parameter;
+* ``serializer``: the name of the serializer the result is stored with.
 
-Because upstream keys are folded in, a change anywhere upstream (code, parameters, an input
-file's content) changes the key of every task downstream of it, the way a Merkle tree does.
-Code that a task calls but does not contain (helper functions, imported modules) is not
-part of the key; bump a constant in the task or use ``cache_key_fn`` when that matters.
+Early cutoff. Because upstream *results* are folded in, not upstream keys, a task that
+runs again and returns the same value leaves everything below it cached, as in build
+systems (Shake, Bazel). Parameters read are found by running: the checkpoint stores the
+names a task read, and the next run compares only those (:func:`finish_key`).
 
-:func:`node_cache_key` is the one place that computes a task's key: the runner calls it
-when a task becomes ready, and the planner (``--dry-run``) calls it for every task in
-topological order. It also returns the key's parts as a :class:`CacheKey` (digests of the
-code, parameters and ``cache_key_fn`` value, and the upstream pairs), which checkpoints
-store so that the planner can tell *why* a key changed.
+The one way to still be wrong: code outside the user's own modules (an installed
+package's new version) and I/O a task does behind asyncflow's back (a file it reads, a
+URL) are not in the key. Fold them in with ``cache_key_fn``.
+
+:func:`base_key` computes what is known before the task runs; :func:`finish_key` adds
+the parameters read. The runner calls both when a task becomes ready; the planner
+(``--dry-run``) calls them in topological order, with the names a checkpoint recorded.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import hashlib
 import inspect
 import json
-import textwrap
-import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._digest import CodeDigest, code_digest
+from ._files import dumps_json
+
 if TYPE_CHECKING:
     from ._graph import Node
 
-__all__ = ["CacheKey", "code_digest", "file_digest", "node_cache_key", "task_cache_key", "volatile_key"]
+__all__ = [
+    "CacheKey",
+    "KeyBase",
+    "TrackedParams",
+    "base_key",
+    "file_digest",
+    "finish_key",
+    "result_digest",
+    "volatile_key",
+]
 
-_SIMPLE = (str, int, float, bool, type(None))
+_ABSENT = "absent"
+"""The digest recorded for a parameter a task looked up that the run does not have."""
 
 
-def _simple(value: Any) -> Any:
-    """``value`` if it is immutable plain data, else its type's name.
+class TrackedParams(Mapping[str, Any]):
+    """The run parameters as a task sees them: a read-only mapping that records reads.
 
-    Mutable containers (a list that a task appends to, say) are left out: their content
-    changes between runs, which would make the task's cache key change on every run.
+    Looking a name up (``params["holdout"]``, ``params.get(...)``, ``"x" in params``)
+    records that name; anything that sees every parameter (iterating, ``len``,
+    ``dict(params)``, ``copy()``, pickling it for another process) records them all.
+    The names read become part of the task's cache key (see :func:`finish_key`).
     """
-    if isinstance(value, _SIMPLE):
-        return value
-    if isinstance(value, tuple) and all(isinstance(v, _SIMPLE) for v in value):
-        return list(value)
-    return f"<{type(value).__qualname__}>"
+
+    __slots__ = ("_params", "read")
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self._params = params
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> Any:
+        self.read.add(name)
+        return self._params[name]
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            self.read.add(name)
+        return name in self._params
+
+    def __iter__(self) -> Iterator[str]:
+        self.read.update(self._params)
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        self.read.update(self._params)
+        return len(self._params)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` of every parameter (so all count as read)."""
+        self.read.update(self._params)
+        return dict(self._params)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to another process, its reads there cannot be seen: count them all.
+        return (dict, (self.copy(),))
+
+    def __repr__(self) -> str:
+        return f"TrackedParams({self._params!r})"
 
 
-def _code_fallback(code: types.CodeType) -> str:
-    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)]
-    for const in code.co_consts:
-        parts.append(_code_fallback(const) if isinstance(const, types.CodeType) else repr(const))
-    return "|".join(parts)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyBase:
+    """What a task's key is built from before it runs (all but the parameters it reads).
 
-
-@functools.lru_cache(maxsize=4096)
-def _body_digest(code: types.CodeType) -> str:
-    """The digest of a function body, cached per code object (one per ``def`` statement)."""
-    try:
-        source = textwrap.dedent(inspect.getsource(code))
-        node = ast.parse(source).body[0]
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            node.decorator_list = []
-        text = ast.dump(node)
-    except (OSError, TypeError, SyntaxError, IndexError):
-        text = _code_fallback(code)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def code_digest(fn: Callable[..., Any]) -> str:
-    """A hex SHA-256 digest of what ``fn`` computes, for cache keys.
-
-    The function's source is parsed with :mod:`ast` and dumped without line numbers or
-    decorators, so reformatting, comments, moving the function or changing its decorator's
-    options (retries, timeout, ...) keep the digest; changing its body, signature or
-    docstring changes it. Default values and closure variables that are plain data (str,
-    int, float, bool, None, flat tuples of those) are included, so one function
-    registered once per ticker with ``ticker=ticker`` gets one digest per ticker. When
-    the source is not available (functions built with ``exec``), the bytecode is used.
+    Attributes:
+        code: the task function's :class:`~asyncflow._digest.CodeDigest`.
+        extra: the digest of its ``cache_key_fn`` value (of ``null`` without one).
+        upstream: ``(upstream task, its result's digest)`` for each upstream task, then
+            ``(parameter, task name)`` for each parameter fed by one task and
+            ``(parameter, "a,b,...")`` for each fan-in.
+        serializer: the name of the task's serializer.
     """
-    target = inspect.unwrap(fn)
-    while hasattr(target, "func") and callable(target.func):  # functools.partial
-        target = target.func
-    code = getattr(target, "__code__", None)
-    body = _body_digest(code) if code is not None else repr(target)
-    defaults = getattr(target, "__defaults__", None) or ()
-    kwdefaults = getattr(target, "__kwdefaults__", None) or {}
-    closure = getattr(target, "__closure__", None) or ()
-    cells = []
-    for cell in closure:
-        try:
-            cells.append(_simple(cell.cell_contents))
-        except ValueError:  # an empty cell
-            cells.append(None)
-    extra = {
-        "defaults": [_simple(v) for v in defaults],
-        "kwdefaults": {k: _simple(v) for k, v in sorted(kwdefaults.items())},
-        "closure": cells,
-        "partial": _partial_args(fn),
-    }
-    payload = body + json.dumps(extra, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
 
-
-def _partial_args(fn: Any) -> Any:
-    args = []
-    while hasattr(fn, "func") and hasattr(fn, "args") and hasattr(fn, "keywords"):
-        args.append([[_simple(a) for a in fn.args], {k: _simple(v) for k, v in fn.keywords.items()}])
-        fn = fn.func
-    return args
-
-
-def task_cache_key(
-    *,
-    code: str,
-    params: Mapping[str, Any] | None,
-    extra: Any,
-    upstream: Sequence[tuple[str, str]],
-) -> str:
-    """The hex SHA-256 cache key of one task; see the module docstring for its parts.
-
-    Args:
-        code: the task's :func:`code_digest`.
-        params: the run's parameters if the task declares ``params``, else ``None``.
-        extra: the value of the task's ``cache_key_fn``, or ``None``.
-        upstream: ``(upstream task, its cache key)`` pairs, then pairs that record which
-            task feeds which parameter (see :class:`CacheKey`).
-
-    Values that are not JSON are hashed by ``repr``; avoid reprs that change between runs
-    (object addresses) in parameters and in ``cache_key_fn`` values.
-    """
-    document = {"code": code, "params": params, "extra": extra, "upstream": list(upstream)}
-    return _digest(document)
-
-
-def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    code: CodeDigest
+    extra: str
+    upstream: tuple[tuple[str, str], ...]
+    serializer: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,43 +129,53 @@ class CacheKey:
     """A task's cache key and what it was computed from.
 
     Attributes:
-        key: the cache key (hex SHA-256), as :func:`task_cache_key` computes it.
-        code: the task's :func:`code_digest`.
-        params: the digest of the run parameters the task sees (of ``null`` when it does
-            not declare ``params``).
-        extra: the digest of its ``cache_key_fn`` value (of ``null`` when it has none).
-        upstream: the ``upstream`` pairs of :func:`task_cache_key`: ``(upstream task,
-            its cache key)`` for each upstream task, then ``(parameter, task name)`` for
-            each parameter fed by one task and ``(parameter, "a,b,...")`` for each fan-in.
+        key: the cache key (hex SHA-256).
+        code: the digest of the task's code (:attr:`CodeDigest.digest`).
+        code_parts: the digest of each part of it (body, helpers, constants, bound
+            values), so that a change can be named.
+        params: ``{parameter read: digest of its value}`` (``"absent"`` for a name looked
+            up that the run does not have).
+        extra: as :attr:`KeyBase.extra`.
+        upstream: as :attr:`KeyBase.upstream`.
+        serializer: as :attr:`KeyBase.serializer`.
     """
 
     key: str
     code: str
-    params: str
+    code_parts: Mapping[str, str]
+    params: Mapping[str, str]
     extra: str
     upstream: tuple[tuple[str, str], ...]
+    serializer: str
 
     def parts(self) -> dict[str, Any]:
         """The parts as a JSON object, as stored in a checkpoint's ``key_parts``."""
         return {
             "code": self.code,
-            "params": self.params,
+            "code_parts": dict(self.code_parts),
+            "params": dict(self.params),
             "extra": self.extra,
             "upstream": [list(pair) for pair in self.upstream],
+            "serializer": self.serializer,
         }
 
 
-async def node_cache_key(
-    node: Node, nodes: Sequence[Node], keys: Sequence[str | None], params: Mapping[str, Any]
-) -> CacheKey:
-    """The :class:`CacheKey` of ``node``'s task in a run with ``params``.
+async def base_key(
+    node: Node,
+    nodes: Sequence[Node],
+    digests: Sequence[str | None],
+    params: Mapping[str, Any],
+    serializer: str,
+) -> KeyBase:
+    """The :class:`KeyBase` of ``node``'s task in a run with ``params``.
 
     Args:
         node: the task's node.
-        nodes: every node of the graph, indexed like ``keys``.
-        keys: the cache keys already known, by node index (``None`` counts as ``""``);
-            those of ``node``'s upstream tasks must be set.
-        params: the run's parameters.
+        nodes: every node of the graph, indexed like ``digests``.
+        digests: the result digest of each upstream task of ``node``, by node index
+            (``None`` counts as ``""``).
+        params: the run's parameters (``cache_key_fn`` receives a copy).
+        serializer: the name of the task's serializer.
 
     Raises:
         Exception: whatever the task's ``cache_key_fn`` raises (e.g. ``OSError`` for a
@@ -201,26 +188,62 @@ async def node_cache_key(
         if inspect.isawaitable(extra):
             extra = await extra
     upstream = (
-        [(nodes[u].name, keys[u] or "") for u in node.upstream]
+        [(nodes[u].name, digests[u] or "") for u in node.upstream]
         + [(param, nodes[u].name) for param, u in node.inputs]
         + [(param, ",".join(nodes[u].name for u in group)) for param, group in node.gathers]
     )
-    code = code_digest(task.fn)
-    task_params = params if task.wants_params else None
-    return CacheKey(
-        key=task_cache_key(code=code, params=task_params, extra=extra, upstream=upstream),
-        code=code,
-        params=_digest(task_params),
-        extra=_digest(extra),
-        upstream=tuple(upstream),
+    return KeyBase(
+        code=code_digest(task.fn), extra=_digest(extra), upstream=tuple(upstream), serializer=serializer
     )
 
 
-def volatile_key(key: str, run_id: str) -> str:
-    """The key a task with ``checkpoint=False`` hands downstream after it ran in ``run_id``.
+def finish_key(base: KeyBase, read: Iterable[str], params: Mapping[str, Any]) -> CacheKey:
+    """The :class:`CacheKey` of a task that reads the parameters ``read``.
 
-    Such a task runs on every run and its result may change, so the tasks downstream of
-    it must run again too: a key that differs on every run sees to that.
+    Before a task runs, ``read`` is the set its checkpoint recorded (so the key matches
+    exactly when those parameters kept their values); after it ran, the set it read.
+    """
+    read_digests = {name: _digest(params[name]) if name in params else _ABSENT for name in sorted(read)}
+    document = {
+        "code": base.code.digest,
+        "params": read_digests,
+        "extra": base.extra,
+        "upstream": base.upstream,
+        "serializer": base.serializer,
+    }
+    return CacheKey(
+        key=_digest(document),
+        code=base.code.digest,
+        code_parts=base.code.parts,
+        params=read_digests,
+        extra=base.extra,
+        upstream=base.upstream,
+        serializer=base.serializer,
+    )
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def result_digest(value: Any) -> str | None:
+    """The digest of a result that was not checkpointed: of its strict JSON, else ``None``.
+
+    Used for a ``checkpoint=False`` task, so that the tasks below it stay cached when it
+    returns the same value; ``None`` when the value is not JSON (see :func:`volatile_key`).
+    """
+    try:
+        return hashlib.sha256(dumps_json(value).encode()).hexdigest()
+    except (TypeError, ValueError):
+        return None
+
+
+def volatile_key(key: str, run_id: str) -> str:
+    """A digest that is new on every run, for a result that cannot be hashed by value.
+
+    A ``checkpoint=False`` task whose result is not JSON hands this to the tasks
+    downstream of it, so that they run again too.
     """
     return hashlib.sha256(f"{key}:{run_id}".encode()).hexdigest()
 
@@ -229,7 +252,7 @@ def file_digest(path: str | Path) -> str:
     """The hex SHA-256 digest of a file's content (``hashlib.file_digest``).
 
     Made for ``cache_key_fn``, so that changing an input file re-runs the task that
-    reads it and everything downstream.
+    reads it and everything downstream whose input changes.
 
     Raises:
         OSError: the file cannot be read (e.g. ``FileNotFoundError``).

@@ -54,7 +54,7 @@ from ._interrupt import (
 )
 from ._lock import LOCK_MODES
 from ._logging import add_cli_sinks
-from ._pipeline import DEFAULT_WORKDIR, Pipeline
+from ._pipeline import DEFAULT_WORKDIR, Pipeline, default_file_store
 from ._plan import make_plan, select
 from ._progress import terminal_display
 from ._records import RunRecorder, save_now
@@ -70,7 +70,6 @@ from ._render import (
 )
 from ._result import RunResult
 from ._runner import new_run_id
-from ._store import FileStore
 
 __all__ = ["UsageError", "main"]
 
@@ -310,7 +309,8 @@ def _import_failure(spec: str, exc: BaseException) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if "importlib" not in frame.filename and not frame.filename.startswith("<frozen")
+        if "importlib" not in frame.filename
+        and not frame.filename.startswith("<frozen")
         and not os.path.abspath(frame.filename).startswith(package)
     ]
     error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -641,10 +641,11 @@ def _inspect(
             graph,
             pipeline=pipeline.name,
             params=params,
-            store=FileStore(args.workdir / "checkpoints"),
+            store=default_file_store(args.workdir, pipeline.name),
             force=args.no_skip,
             selected=selected,
             workdir=args.workdir.resolve(),
+            serializer=pipeline.serializer,
         ),
         backend=args.backend,
     )

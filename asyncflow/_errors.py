@@ -15,6 +15,7 @@ Every error asyncflow raises on purpose derives from :class:`AsyncflowError`::
      │    ├── ForgottenAwaitError (also TypeError)   a task returned an un-awaited coroutine
      │    ├── CheckpointError                        a result could not be checkpointed
      │    └── TaskPicklingError                      a call or result could not be pickled
+     ├── CheckpointReadError (also OSError)          a checkpoint exists but cannot be read
      ├── MissingCheckpointError                      a partial run needs results never saved
      ├── ExecutorError                               an executor cannot be used (before tasks run)
      ├── WorkdirLockedError                          another run holds the working directory
@@ -32,6 +33,7 @@ from collections.abc import Mapping, Sequence
 __all__ = [
     "AsyncflowError",
     "CheckpointError",
+    "CheckpointReadError",
     "CycleError",
     "DuplicateTaskError",
     "ExecutorError",
@@ -132,6 +134,25 @@ class ForgottenAwaitError(TaskError, TypeError):
 
 class CheckpointError(TaskError):
     """A task's result cannot be stored as a JSON checkpoint (wrong type, NaN, disk error)."""
+
+
+class CheckpointReadError(AsyncflowError, OSError):
+    """A checkpoint store cannot be read: too many open files, no permission, an I/O error.
+
+    Never treated as "no checkpoint" (that would silently run finished work again): the
+    task whose checkpoint it is fails with a :class:`CheckpointError` chaining this one.
+    A missing checkpoint is ``None``, and a corrupted one is a warning and ``None``.
+
+    Attributes:
+        task: the task whose checkpoint was being read, or ``None`` for the whole store.
+        path: the file that could not be read.
+    """
+
+    def __init__(self, task: str | None, path: str, cause: OSError) -> None:
+        self.task = task
+        self.path = path
+        what = f"the checkpoint of task {task!r}" if task is not None else "the checkpoint store"
+        super().__init__(f"{what} cannot be read from {path}: {cause.strerror or cause}")
 
 
 class TaskPicklingError(TaskError):

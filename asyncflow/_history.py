@@ -15,8 +15,8 @@ from pathlib import Path
 
 import anyio
 
+from ._files import write_text_atomic
 from ._records import RECORD_FILE, RunRecord, list_records, read_record
-from ._store import write_text_atomic
 from ._timeline import render_timeline
 
 __all__ = ["RUNS_SHOWN", "add_arguments", "format_run", "format_runs", "main", "wanted"]

@@ -15,7 +15,7 @@ either fails at once with a :class:`~asyncflow.WorkdirLockedError` naming the ho
 Every blocking call (opening and locking the file, writing the info file, removing
 leftovers) runs in a worker thread (``anyio.to_thread``), so the event loop never blocks.
 Once the lock is held, the temporary files that a crashed run left in the checkpoint
-directory (see :func:`asyncflow._store.temporary_files`) are removed: under the lock no
+directory (see :func:`asyncflow._files.temporary_files`) are removed: under the lock no
 live run can be writing them.
 """
 
@@ -33,7 +33,7 @@ import filelock
 from loguru import logger
 
 from ._errors import WorkdirLockedError
-from ._store import temporary_files
+from ._files import temporary_files
 
 __all__ = ["INFO_NAME", "LOCK_MODES", "LOCK_NAME", "POLL_INTERVAL", "LockMode", "WorkdirLock"]
 

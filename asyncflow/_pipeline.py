@@ -20,7 +20,8 @@ from ._records import RunRecorder, save_after_run
 from ._result import RunResult
 from ._retry import RetryPolicy
 from ._runner import execute, new_run_id
-from ._store import CheckpointStore, FileStore
+from ._serializers import JSON, Serializer, resolve_serializer
+from ._store import CheckpointStore, FileStore, file_stem
 from ._stream import EventStream
 from ._task import Task, make_task, missing_outputs
 
@@ -30,6 +31,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_WORKDIR = Path(".asyncflow")
 """The working directory used when none is given, relative to the current directory."""
+
+
+def default_file_store(workdir: Path, pipeline: str) -> FileStore:
+    """The store a run uses by default: ``<workdir>/checkpoints/<pipeline>/``.
+
+    Each pipeline has a folder of its own (named by :func:`~asyncflow._store.file_stem`),
+    so pipelines can share a working directory; asyncflow 0.1's ``checkpoints/<task>.json``
+    files are still found (``legacy=``).
+    """
+    return FileStore(workdir / "checkpoints" / file_stem(pipeline), legacy=workdir / "checkpoints")
 
 
 class TaskOptions(TypedDict, total=False):
@@ -50,6 +61,7 @@ class TaskOptions(TypedDict, total=False):
     tags: Iterable[str]
     executor: Literal["local"] | None
     outputs: Iterable[str]
+    serializer: str | Serializer | None
 
 
 class Pipeline:
@@ -61,13 +73,27 @@ class Pipeline:
             (``{"csv": "data/stocks.csv"}``). A run may override them; any other key is
             a :class:`~asyncflow.ParamError`.
         description: one line shown by the command line; defaults to ``""``.
+        serializer: how checkpoints store results of tasks that do not choose their own:
+            ``"json"`` (the default: strict JSON), ``"pickle"`` or a
+            :class:`~asyncflow.Serializer` (see the ``serializer`` option of :meth:`task`).
+
+    Raises:
+        ValueError: ``serializer`` is not a known name or a serializer.
 
     A pipeline holds no run state: the same instance can be run any number of times,
     concurrently too, and nothing is global.
     """
 
-    def __init__(self, name: str, *, params: Mapping[str, Any] | None = None, description: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        description: str = "",
+        serializer: str | Serializer | None = None,
+    ) -> None:
         self.name = name
+        self.serializer: Serializer = resolve_serializer(serializer, where=f"pipeline {name!r}") or JSON
         self.params: dict[str, Any] = dict(params or {})
         self.description = description
         self._tasks: dict[str, Task] = {}
@@ -108,6 +134,7 @@ class Pipeline:
         tags: Iterable[str] = (),
         executor: Literal["local"] | None = None,
         outputs: Iterable[str] = (),
+        serializer: str | Serializer | None = None,
     ) -> Any:
         """Register a function as a task; use as ``@pipeline.task`` or ``@pipeline.task(...)``.
 
@@ -147,6 +174,11 @@ class Pipeline:
             outputs: files the task writes, as ``str.format`` templates over ``workdir``
                 and the run's parameters (``["{workdir}/report.md"]``); while one is
                 missing the task runs again even if its checkpoint matches.
+            serializer: how the checkpoint stores the result: ``"json"`` (strict JSON,
+                the pipeline's default unless it chose another), ``"pickle"`` (any
+                picklable object; loading a pickle runs code, so only checkpoints this
+                task wrote are ever unpickled), or a :class:`~asyncflow.Serializer`.
+                ``None`` follows the pipeline's ``serializer``.
 
         Raises:
             DuplicateTaskError: a task of that name already exists.
@@ -183,6 +215,7 @@ class Pipeline:
                 tags=one_or_many(tags),
                 executor=executor,
                 outputs=one_or_many(outputs),
+                serializer=serializer,
             )
             if task.name in self._tasks:
                 raise DuplicateTaskError(
@@ -262,7 +295,10 @@ class Pipeline:
         Args:
             params: run parameters overriding the pipeline's defaults.
             workdir: the working directory (created if missing); checkpoints go to
-                ``<workdir>/checkpoints/``. Defaults to ``./.asyncflow``.
+                ``<workdir>/checkpoints/<pipeline>/``. Defaults to ``./.asyncflow``, which
+                is created only when something is written there (the default store, a
+                record): a run with ``checkpoints=False`` or another ``store`` and no
+                ``workdir`` writes nothing to disk.
             force: run every task even if its checkpoint matches (new checkpoints are
                 still written); the CLI's ``--no-skip``.
             max_concurrency: the most tasks running at once; ``None`` for no limit.
@@ -331,16 +367,19 @@ class Pipeline:
                 if task.outputs:
                     missing_outputs(task, root.resolve(), merged)  # a bad template raises here
             chosen_executor = resolve_executor(executor)
-            if checkpoints and store is None:
-                store = FileStore(root / "checkpoints")
+            default_store = checkpoints and store is None
+            if default_store:
+                store = default_file_store(root, self.name)
             if not checkpoints:
                 store = None
-            await anyio.Path(root).mkdir(parents=True, exist_ok=True)
+            if default_store or record or workdir is not None:
+                # Only what is asked for touches the disk: a run in memory writes nothing.
+                await anyio.Path(root).mkdir(parents=True, exist_ok=True)
             run_id = run_id or new_run_id()
             if lock is not None and lock not in LOCK_MODES:
                 raise ValueError(f"lock must be 'fail', 'wait' or None, not {lock!r}")
             held = None
-            if lock is not None and isinstance(store, FileStore) and store.directory == root / "checkpoints":
+            if lock is not None and default_store and isinstance(store, FileStore):
                 held = WorkdirLock(
                     root, mode=lock, run_id=run_id, pipeline=self.name, cleanup=(store.directory,)
                 )
@@ -365,6 +404,7 @@ class Pipeline:
                     selected=None if only is None else list(only),
                     pools=pools,
                     executor=chosen_executor,
+                    serializer=self.serializer,
                 )
             finally:
                 if held is not None:

@@ -3,14 +3,16 @@
 :func:`make_plan` walks the graph in topological order and, for every task, makes the
 decision the runner (:mod:`asyncflow._runner`) will make when the task becomes ready:
 load its checkpoint (``cached``) or run it, with the same cache keys, computed by the same
-function (:func:`asyncflow._cache.node_cache_key`). Cache keys depend on code, parameters,
-``cache_key_fn`` values and upstream *keys*, never on results, so every would-be key is
-known before anything runs.
+functions (:func:`asyncflow._cache.base_key` and :func:`~asyncflow._cache.finish_key`).
+A key folds in upstream *results* (early cutoff), so below a task that will run the
+decision is known only in the run: such a task is planned to run, with the reason
+``upstream X will run; cached if its result is unchanged``.
 
 When a checkpoint's key does not match, the parts stored beside it (``key_parts``, see
-:class:`asyncflow._cache.CacheKey`) tell why: the task's code, its parameters, its input
-(``cache_key_fn``), or an upstream task. Checkpoints written before key parts were stored
-give ``cache key changed``.
+:class:`asyncflow._cache.CacheKey`) tell why, naming what changed: a helper, a constant,
+a bound argument, the task's own code, a parameter it reads, its ``cache_key_fn`` input,
+an upstream result, or its serializer. Checkpoints of asyncflow 0.1 give ``cache key
+changed``.
 
 :func:`select` turns ``--only``/``--from``/``--until`` into the task selection of a
 partial run (``Pipeline.run(only=...)``); the plan of a partial run mirrors it: the
@@ -26,10 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cache import CacheKey, node_cache_key
+from ._cache import CacheKey, base_key, finish_key
+from ._checkpointing import recorded_reads
+from ._digest import CodeDigest, describe_change
 from ._errors import PipelineDefinitionError
 from ._graph import Graph, Node
-from ._store import CheckpointStore
+from ._serializers import JSON, Serializer
+from ._store import Checkpoint, CheckpointStore
 from ._task import missing_outputs
 
 __all__ = ["Action", "Plan", "PlannedTask", "make_plan", "select"]
@@ -140,6 +145,7 @@ async def make_plan(
     force: bool = False,
     selected: Iterable[str] | None = None,
     workdir: Path | None = None,
+    serializer: Serializer = JSON,
 ) -> Plan:
     """Plan a run of ``graph`` with ``params``; reads checkpoints, runs nothing.
 
@@ -150,130 +156,166 @@ async def make_plan(
 
     Raises:
         UnknownDependencyError: ``selected`` names a task that does not exist.
+        CheckpointReadError: a checkpoint exists but cannot be read.
     """
     chosen: set[int] | None = None
     if selected is not None:
         names = list(selected)
         graph = graph.subgraph(graph.upstream_closure(graph.indices(names)))
         chosen = {graph.index[n] for n in names}
-    nodes = graph.nodes
-    keys: list[str | None] = [None] * len(nodes)
-    plans: list[PlannedTask | None] = [None] * len(nodes)
+    planner = _Planner(graph.nodes, params, store, force, chosen, workdir, serializer)
     for i in graph.order:
-        node = nodes[i]
-        plan = await _plan_task(node, nodes, keys, plans, params, store, force, chosen, workdir)
-        plans[i] = plan
-        keys[i] = plan.cache_key
-    return Plan(pipeline=pipeline, tasks=tuple(p for p in plans if p is not None))
+        await planner.plan(i)
+    return Plan(pipeline=pipeline, tasks=tuple(p for p in planner.plans if p is not None))
 
 
-async def _plan_task(
-    node: Node,
-    nodes: Sequence[Node],
-    keys: list[str | None],
-    plans: Sequence[PlannedTask | None],
-    params: Mapping[str, Any],
-    store: CheckpointStore | None,
-    force: bool,
-    chosen: set[int] | None,
-    workdir: Path | None,
-) -> PlannedTask:
-    name = node.name
-    failing = [u for u in node.upstream if _action(plans[u]) in (Action.FAIL, Action.SKIP)]
-    if chosen is not None and node.index not in chosen:  # loaded for a partial run
-        checkpoint = await store.load(name) if store is not None else None
-        if checkpoint is None:
-            reason = "no checkpoint, and a selected task needs its result"
-            return PlannedTask(name=name, action=Action.MISSING, reason=reason, selected=False)
-        reason = "not selected: loaded from its checkpoint"
-        if not failing and all(keys[u] is not None for u in node.upstream):
-            try:
-                ck = await node_cache_key(node, nodes, keys, params)
-            except Exception as exc:
-                reason += f" (its cache_key_fn raises {_error(exc)})"
-            else:
-                if ck.key != checkpoint.cache_key:
-                    why = _why(checkpoint.key_parts, ck, node, nodes, keys, plans)
-                    reason += f" (stale: {why})"
-        return PlannedTask(
-            name=name,
-            action=Action.CACHED,
-            reason=reason,
-            selected=False,
-            cache_key=checkpoint.cache_key,
-            stored_key=checkpoint.cache_key,
-        )
-    if failing:
-        verb = "would fail" if _action(plans[failing[0]]) is Action.FAIL else "would be skipped"
-        reason = f"upstream task {nodes[failing[0]].name!r} {verb}"
-        return PlannedTask(name=name, action=Action.SKIP, reason=reason)
-    if store is None:
-        return PlannedTask(name=name, action=Action.RUN, reason="checkpoints disabled")
-    try:
-        ck = await node_cache_key(node, nodes, keys, params)
-    except Exception as exc:
-        return PlannedTask(name=name, action=Action.FAIL, reason=f"its cache_key_fn raises {_error(exc)}")
-    # Below a task without checkpoint (a run that has no key yet): known only in the run.
-    volatile = [nodes[u].name for u in node.upstream if keys[u] is None and _action(plans[u]) is Action.RUN]
-    if volatile:
-        reason = f"an upstream task will run ({', '.join(volatile)})"
-        return PlannedTask(name=name, action=Action.RUN, reason=reason)
-    if not node.task.checkpoint:
-        # It runs whatever its key, and hands its downstream tasks a key made new by the
-        # run (see asyncflow._cache.volatile_key): unknown here.
-        return PlannedTask(name=name, action=Action.RUN, reason="checkpoint disabled")
-    checkpoint = await store.load(name)
-    stored = checkpoint.cache_key if checkpoint is not None else None
-    if force:
-        reason = "forced (--no-skip)"
-        return PlannedTask(name=name, action=Action.RUN, reason=reason, cache_key=ck.key, stored_key=stored)
-    if checkpoint is None:
-        return PlannedTask(name=name, action=Action.RUN, reason="no checkpoint", cache_key=ck.key)
-    if checkpoint.cache_key == ck.key and workdir is not None and node.task.outputs:
+class _Planner:
+    """The decisions made so far, by node index: plans and known result digests."""
+
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        params: Mapping[str, Any],
+        store: CheckpointStore | None,
+        force: bool,
+        chosen: set[int] | None,
+        workdir: Path | None,
+        serializer: Serializer,
+    ) -> None:
+        self.nodes, self.params, self.store, self.force = nodes, params, store, force
+        self.chosen, self.workdir, self.serializer = chosen, workdir, serializer
+        self.plans: list[PlannedTask | None] = [None] * len(nodes)
+        self.digests: list[str | None] = [None] * len(nodes)  # known only for cached tasks
+
+    async def plan(self, i: int) -> None:
+        node = self.nodes[i]
+        plan, checkpoint = await self._plan(node)
+        self.plans[i] = plan
+        if plan.action is Action.CACHED and checkpoint is not None:
+            self.digests[i] = checkpoint.digest
+
+    async def _plan(self, node: Node) -> tuple[PlannedTask, Checkpoint | None]:
+        name, nodes, plans, store = node.name, self.nodes, self.plans, self.store
+        serializer = node.task.serializer or self.serializer
+        failing = [u for u in node.upstream if _action(plans[u]) in (Action.FAIL, Action.SKIP)]
+        if self.chosen is not None and node.index not in self.chosen:  # loaded for a partial run
+            checkpoint = await store.load(name, serializer) if store is not None else None
+            if checkpoint is None or checkpoint.serializer != serializer.name:
+                reason = "no checkpoint, and a selected task needs its result"
+                return PlannedTask(name=name, action=Action.MISSING, reason=reason, selected=False), None
+            reason = "not selected: loaded from its checkpoint"
+            if not failing and all(self.digests[u] is not None for u in node.upstream):
+                try:
+                    base = await base_key(node, nodes, self.digests, self.params, serializer.name)
+                except Exception as exc:
+                    reason += f" (its cache_key_fn raises {_error(exc)})"
+                else:
+                    key = finish_key(base, recorded_reads(checkpoint), self.params)
+                    if key.key != checkpoint.cache_key:
+                        reason += f" (stale: {self._why(checkpoint, key, node)})"
+            planned = PlannedTask(
+                name=name,
+                action=Action.CACHED,
+                reason=reason,
+                selected=False,
+                cache_key=checkpoint.cache_key,
+                stored_key=checkpoint.cache_key,
+            )
+            return planned, checkpoint
+        if failing:
+            verb = "would fail" if _action(plans[failing[0]]) is Action.FAIL else "would be skipped"
+            reason = f"upstream task {nodes[failing[0]].name!r} {verb}"
+            return PlannedTask(name=name, action=Action.SKIP, reason=reason), None
+        if store is None:
+            return PlannedTask(name=name, action=Action.RUN, reason="checkpoints disabled"), None
+        if not node.task.checkpoint:
+            return PlannedTask(name=name, action=Action.RUN, reason="checkpoint disabled"), None
         try:
-            missing = missing_outputs(node.task, workdir, params)
-        except PipelineDefinitionError as exc:
-            return PlannedTask(name=name, action=Action.FAIL, reason=str(exc), cache_key=ck.key)
-        if missing:
-            why = f"output missing: {missing[0]}"
-            return PlannedTask(name=name, action=Action.RUN, reason=why, cache_key=ck.key, stored_key=stored)
-    if checkpoint.cache_key == ck.key:
+            base = await base_key(node, nodes, self.digests, self.params, serializer.name)
+        except Exception as exc:
+            reason = f"its cache_key_fn raises {_error(exc)}"
+            return PlannedTask(name=name, action=Action.FAIL, reason=reason), None
+        checkpoint = await store.load(name, serializer)
+        stored = checkpoint.cache_key if checkpoint is not None else None
+        # Below a task that will run, the key depends on its result: known only in the run.
+        unknown = [nodes[u].name for u in node.upstream if self.digests[u] is None]
+        if unknown:
+            if checkpoint is None:
+                return PlannedTask(
+                    name=name, action=Action.RUN, reason="no checkpoint", stored_key=stored
+                ), None
+            reason = f"upstream {', '.join(unknown)} will run; cached if its result is unchanged"
+            return PlannedTask(name=name, action=Action.RUN, reason=reason, stored_key=stored), checkpoint
+        key = finish_key(base, recorded_reads(checkpoint), self.params)
+        if self.force:
+            reason = "forced (--no-skip)"
+            return PlannedTask(
+                name=name, action=Action.RUN, reason=reason, cache_key=key.key, stored_key=stored
+            ), None
+        if checkpoint is None:
+            return PlannedTask(name=name, action=Action.RUN, reason="no checkpoint", cache_key=key.key), None
+        if checkpoint.serializer != serializer.name:
+            reason = f"serializer changed: {checkpoint.serializer} -> {serializer.name}"
+            return PlannedTask(
+                name=name, action=Action.RUN, reason=reason, cache_key=key.key, stored_key=stored
+            ), None
+        if checkpoint.cache_key == key.key and self.workdir is not None and node.task.outputs:
+            try:
+                missing = missing_outputs(node.task, self.workdir, self.params)
+            except PipelineDefinitionError as exc:
+                return PlannedTask(name=name, action=Action.FAIL, reason=str(exc), cache_key=key.key), None
+            if missing:
+                why = f"output missing: {missing[0]}"
+                planned = PlannedTask(
+                    name=name, action=Action.RUN, reason=why, cache_key=key.key, stored_key=stored
+                )
+                return planned, None
+        if checkpoint.cache_key == key.key:
+            planned = PlannedTask(
+                name=name,
+                action=Action.CACHED,
+                reason="checkpoint matches",
+                cache_key=key.key,
+                stored_key=stored,
+            )
+            return planned, checkpoint
+        why = self._why(checkpoint, key, node)
         return PlannedTask(
-            name=name, action=Action.CACHED, reason="checkpoint matches", cache_key=ck.key, stored_key=stored
-        )
-    why = _why(checkpoint.key_parts, ck, node, nodes, keys, plans)
-    return PlannedTask(name=name, action=Action.RUN, reason=why, cache_key=ck.key, stored_key=stored)
+            name=name, action=Action.RUN, reason=why, cache_key=key.key, stored_key=stored
+        ), None
 
-
-def _why(
-    stored: Mapping[str, Any] | None,
-    new: CacheKey,
-    node: Node,
-    nodes: Sequence[Node],
-    keys: Sequence[str | None],
-    plans: Sequence[PlannedTask | None],
-) -> str:
-    """Why ``new`` differs from the key whose parts are ``stored``, in words."""
-    if stored is None:
+    def _why(self, checkpoint: Checkpoint, new: CacheKey, node: Node) -> str:
+        """Why ``new`` differs from ``checkpoint``'s key, in words naming what changed."""
+        stored = checkpoint.key_parts
+        if stored is None or "code_parts" not in stored:
+            return "cache key changed (checkpoint of an older asyncflow)"
+        if stored.get("serializer") != new.serializer:
+            return f"serializer changed: {stored.get('serializer')} -> {new.serializer}"
+        if stored.get("code") != new.code:
+            old_parts = stored.get("code_parts")
+            return describe_change(old_parts if isinstance(old_parts, dict) else None, _code_of(new))
+        old_params = stored.get("params")
+        if isinstance(old_params, dict) and old_params != dict(new.params):
+            changed = sorted(k for k in new.params if old_params.get(k) != new.params[k])
+            if changed:
+                noun = "parameter" if len(changed) == 1 else "parameters"
+                return f"{noun} {', '.join(changed)} changed"
+        if stored.get("extra") != new.extra:
+            return "input changed (its cache_key_fn value)"
+        old_upstream = stored.get("upstream")
+        if old_upstream != [list(pair) for pair in new.upstream]:
+            old = {}
+            if isinstance(old_upstream, list):
+                old = {p[0]: p[1] for p in old_upstream if isinstance(p, list) and len(p) == 2}
+            changed = [pair[0] for pair in new.upstream[: len(node.upstream)] if old.get(pair[0]) != pair[1]]
+            if changed:
+                return f"upstream result changed ({', '.join(changed)})"
+            return "upstream wiring changed"
         return "cache key changed"
-    if stored.get("code") != new.code:
-        return "its code changed"
-    if stored.get("params") != new.params:
-        return "parameters changed"
-    if stored.get("extra") != new.extra:
-        return "input changed"
-    old_upstream = stored.get("upstream")
-    if old_upstream != [list(pair) for pair in new.upstream]:
-        old_keys = {}
-        if isinstance(old_upstream, list):
-            old_keys = {p[0]: p[1] for p in old_upstream if isinstance(p, list) and len(p) == 2}
-        changed = [u for u in node.upstream if old_keys.get(nodes[u].name) != (keys[u] or "")]
-        running = [nodes[u].name for u in changed if _action(plans[u]) is Action.RUN]
-        if running:
-            return f"an upstream task will run ({', '.join(running)})"
-        names = [nodes[u].name for u in changed]
-        return f"upstream changed ({', '.join(names)})" if names else "upstream changed"
-    return "cache key changed"
+
+
+def _code_of(key: CacheKey) -> CodeDigest:
+    return CodeDigest(key.code, key.code_parts)
 
 
 def _action(plan: PlannedTask | None) -> Action | None:

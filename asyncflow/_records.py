@@ -4,7 +4,7 @@ A :class:`RunRecorder` is an event listener: it learns everything from the run's
 (:mod:`asyncflow._events`) and nothing from anywhere else. As a listener it is called
 synchronously and cannot await, so it only collects; its async :meth:`RunRecorder.save`
 writes the file afterwards through asyncflow's atomic JSON writer
-(:func:`asyncflow._store.write_json`: aiofiles on asyncio, anyio's file API on trio).
+(:func:`asyncflow._files.write_json`: aiofiles on asyncio, anyio's file API on trio).
 ``Pipeline.run(record=True)`` does both (the command line always records); an embedding
 application can also pass a recorder in ``listeners=[...]`` and save it itself.
 
@@ -63,7 +63,7 @@ from ._events import (
     TaskState,
     TaskSucceeded,
 )
-from ._store import dumps_json, read_json, write_json
+from ._files import dumps_json, read_json, write_json
 
 __all__ = [
     "RECORD_FILE",

@@ -71,13 +71,13 @@ from anyio.abc import TaskGroup
 from loguru import logger
 
 from ._attempt import call_task, run_attempt
-from ._cache import CacheKey, node_cache_key, volatile_key
+from ._cache import KeyBase, TrackedParams, base_key, finish_key, result_digest, volatile_key
+from ._checkpointing import lookup, recorded_reads, save
 from ._context import RunContext, task_logger
 from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
     MissingCheckpointError,
-    PipelineDefinitionError,
     TaskPicklingError,
 )
 from ._events import (
@@ -97,6 +97,7 @@ from ._events import (
 from ._executors import Executor, Submit, submit_thread
 from ._graph import Graph, Node
 from ._result import RunResult, TaskRuns
+from ._serializers import JSON, Serializer
 from ._store import Checkpoint, CheckpointStore
 from ._task import missing_outputs
 
@@ -154,6 +155,7 @@ class _Run:
         rng: random.Random,
         preloaded: Mapping[int, Checkpoint],
         pools: Mapping[str, int],
+        serializer: Serializer,
     ) -> None:
         n = len(graph.nodes)
         self.graph = graph
@@ -177,6 +179,8 @@ class _Run:
         self.states = [PENDING] * n
         self.results: list[Any] = [None] * n
         self.keys: list[str | None] = [None] * n
+        self.digests: list[str | None] = [None] * n  # result digests, for downstream keys
+        self.serializer = serializer
         self.attempts = [0] * n
         self.started: list[float | None] = [None] * n
         self.finished: list[float | None] = [None] * n
@@ -364,70 +368,44 @@ class _Run:
         task = node.task
         self.states[i] = RUNNING
         self.started[i] = self.now()
-        store = self.store
-        ck: CacheKey | None = None
         preloaded = self.preloaded.get(i) if self.preloaded else None
         if preloaded is not None:  # outside the selection of a partial run
-            try:
-                stale = (await self.cache_key(node)).key != preloaded.cache_key
-            except Exception:
-                stale = True
-            if stale:
-                logger.bind(run_id=self.run_id, task=task.name).warning(
-                    "using a stale checkpoint: the task or its upstream changed since it was saved"
-                )
-            self.keys[i] = preloaded.cache_key
-            if self.listeners:
-                self.emit(
-                    TaskCached(
-                        run_id=self.run_id,
-                        time=self.now(),
-                        task=task.name,
-                        cache_key=preloaded.cache_key,
-                    )
-                )
-            self.succeed(i, preloaded.result, TaskState.CACHED)
+            await self.warn_if_stale(node, preloaded)
+            self.cached(i, preloaded)
             return
+        store = self.store if task.checkpoint else None
+        base: KeyBase | None = None
+        serializer = task.serializer or self.serializer
         if store is not None:
             try:
-                ck = await self.cache_key(node)
-            except Exception as exc:
+                base = await self.base_key(node, serializer)
+                found = await lookup(store, task.name, serializer, base, self.params, force=self.force)
+                self.keys[i] = found.key.key
+                checkpoint = found.checkpoint
+                if checkpoint is not None and not (task.outputs and self.outputs_missing(i)):
+                    self.cached(i, checkpoint)
+                    return
+            except Exception as exc:  # cache_key_fn raised, unreadable store, bad outputs template
                 self.fail(i, exc)
                 return
-            key = self.keys[i] = ck.key
-            if not task.checkpoint:
-                store = None
-            elif not self.force:
-                checkpoint = await store.load(task.name)
-                matches = checkpoint is not None and checkpoint.cache_key == key
-                try:
-                    missing = matches and bool(task.outputs) and self.outputs_missing(i)
-                except PipelineDefinitionError as exc:  # a malformed outputs template
-                    self.fail(i, exc)
-                    return
-                if checkpoint is not None and matches and not missing:
-                    if self.listeners:
-                        self.emit(
-                            TaskCached(run_id=self.run_id, time=self.now(), task=task.name, cache_key=key)
-                        )
-                    self.succeed(i, checkpoint.result, TaskState.CACHED)
-                    return
 
         results = self.results
         kwargs = {param: results[u] for param, u in node.inputs}
         for param, group in node.gathers:
             kwargs[param] = [results[u] for u in group]
+        tracked = TrackedParams(self.params) if task.wants_params or task.wants_context else None
         if task.wants_params:
-            kwargs["params"] = dict(self.params)
+            kwargs["params"] = tracked
         policy = task.retry
         attempt = 0
+        result: Any = None
         while True:
             if self.cancel_reason is not None:  # fail_fast struck during an await above: start
                 return  # no attempt; the task ends CANCELLED with the rest
             attempt += 1
             self.attempts[i] = attempt
             if task.wants_context:
-                kwargs["context"] = self.context(task.name, attempt)
+                kwargs["context"] = self.context(task.name, attempt, tracked)
             if self.listeners:
                 self.emit(
                     TaskStarted(
@@ -467,32 +445,53 @@ class _Run:
             break
 
         if store is not None:
-            assert ck is not None
+            assert base is not None
             try:
-                result = (await store.save(task.name, ck.key, result, key_parts=ck.parts())).result
-            except (TypeError, ValueError) as exc:
-                error = CheckpointError(
-                    task.name,
-                    f"task {task.name!r} returned a result that is not strict JSON: {exc}; return "
-                    "plain data (dict, list, str, int, float, bool, None) or declare the task "
-                    "with checkpoint=False",
+                saved, key = await save(
+                    store, task.name, serializer, base, tracked.read if tracked else (), self.params, result
                 )
-                error.__cause__ = exc
-                self.fail(i, error)
+            except CheckpointError as exc:
+                self.fail(i, exc)
                 return
-            except OSError as exc:
-                error = CheckpointError(
-                    task.name, f"the checkpoint of task {task.name!r} could not be written: {exc}"
-                )
-                error.__cause__ = exc
-                self.fail(i, error)
-                return
-        elif ck is not None:
-            # Not checkpointed, so it ran whatever its key: its result may differ from the
-            # last run's, and the tasks downstream must not be cached on the strength of
-            # its key alone. A key that is new on every run makes them run too.
-            self.keys[i] = volatile_key(ck.key, self.run_id)
+            self.keys[i] = key.key
+            self.digests[i] = saved.digest
+            result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
+
+    def cached(self, i: int, checkpoint: Checkpoint) -> None:
+        """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""
+        self.keys[i] = checkpoint.cache_key
+        self.digests[i] = checkpoint.digest
+        if self.listeners:
+            self.emit(
+                TaskCached(
+                    run_id=self.run_id,
+                    time=self.now(),
+                    task=self.nodes[i].name,
+                    cache_key=checkpoint.cache_key,
+                )
+            )
+        self.succeed(i, checkpoint.result, TaskState.CACHED)
+
+    async def warn_if_stale(self, node: Node, checkpoint: Checkpoint) -> None:
+        """Warn when a checkpoint loaded for a partial run no longer matches its task."""
+        try:
+            base = await self.base_key(node, node.task.serializer or self.serializer)
+            stale = finish_key(base, recorded_reads(checkpoint), self.params).key != checkpoint.cache_key
+        except Exception:
+            stale = True
+        if stale:
+            logger.bind(run_id=self.run_id, task=node.name).warning(
+                "using a stale checkpoint: the task or its upstream changed since it was saved"
+            )
+
+    async def base_key(self, node: Node, serializer: Serializer) -> KeyBase:
+        """What ``node``'s key is built from, once its upstream tasks are done."""
+        digests, results = self.digests, self.results
+        for u in node.upstream:
+            if digests[u] is None:  # not checkpointed: hash its result by value, if it can be
+                digests[u] = result_digest(results[u]) or volatile_key(self.nodes[u].name, self.run_id)
+        return await base_key(node, self.nodes, digests, self.params, serializer.name)
 
     def outputs_missing(self, i: int) -> bool:
         """Whether an output file of task ``i`` is missing (so its checkpoint is not enough)."""
@@ -514,19 +513,16 @@ class _Run:
             return None
         return submit_thread if self.submits is None else self.submits[i]
 
-    def context(self, task: str, attempt: int) -> RunContext:
+    def context(self, task: str, attempt: int, params: Mapping[str, Any] | None) -> RunContext:
         return RunContext(
             run_id=self.run_id,
             pipeline=self.pipeline,
             task=task,
             attempt=attempt,
             workdir=self.workdir,
-            params=dict(self.params),
+            params=params if params is not None else dict(self.params),
             logger=task_logger(self.run_id, task),
         )
-
-    async def cache_key(self, node: Node) -> CacheKey:
-        return await node_cache_key(node, self.nodes, self.keys, self.params)
 
     # -- outcomes -------------------------------------------------------------------------
 
@@ -614,6 +610,7 @@ async def execute(
     selected: Iterable[str] | None = None,
     pools: Mapping[str, int] | None = None,
     executor: Executor | None = None,
+    serializer: Serializer = JSON,
 ) -> RunResult:
     """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
 
@@ -651,8 +648,9 @@ async def execute(
         for node in graph.nodes:
             if node.index in chosen:
                 continue
-            checkpoint = await store.load(node.name) if store is not None else None
-            if checkpoint is None:
+            wanted = node.task.serializer or serializer
+            checkpoint = await store.load(node.name, wanted) if store is not None else None
+            if checkpoint is None or checkpoint.serializer != wanted.name:
                 missing.append(node.name)
             else:
                 preloaded[node.index] = checkpoint
@@ -672,6 +670,7 @@ async def execute(
         rng=random.Random(seed),
         preloaded=preloaded,
         pools=pools or {},
+        serializer=serializer,
     )
     if executor is None:
         return await run.execute()

@@ -1,168 +1,79 @@
-"""Checkpoint stores and asyncflow's async JSON file helpers.
+"""Checkpoint stores: where a task's last result and its cache key live between runs.
 
-All of asyncflow's file I/O goes through two functions here, :func:`read_text` and
-:func:`write_text_atomic`. On asyncio they use aiofiles; on trio, where aiofiles cannot run
-(it needs an asyncio loop), they use anyio's own async file API. Either way a write goes to
-a temporary file in the same directory, is flushed and fsynced, and then ``os.replace``-d
-over the target, all under a cancel shield: a reader sees the old content or the new
-content, never half of one, even if the run is cancelled mid-write.
+A store maps a task name to its last :class:`Checkpoint`. Two implementations pass one
+contract (``tests/test_checkpoints.py``): :class:`FileStore`, the default, and
+:class:`MemoryStore`, for tests and for embedding without a disk. Both hand back what the
+task's serializer's ``loads`` returns (see :mod:`asyncflow._serializers`), so a downstream
+task receives the same value on a first run and on a rerun that loads the checkpoint.
 
-A checkpoint store maps a task name to its last :class:`Checkpoint`. Two implementations
-share one contract: :class:`FileStore` (``<directory>/<task>.json``, the default) and
-:class:`MemoryStore` (for tests and for embedding without a disk). Both round-trip results
-through JSON, so what a downstream task receives is the same on a first run and on a
-rerun that loads the checkpoint.
+The file store's layout, one folder per pipeline (``<workdir>/checkpoints/<pipeline>/``)::
+
+    journal.jsonl               one JSON line per save or delete; the last line of a task wins
+    <task>.<digest16>.<suffix>  a result too large for the journal, or not JSON
+
+Why a journal. A first run of 10,000 tasks with one file and one fsync per task spends
+most of its time waiting for the disk; a rerun that opens 10,000 files spends it opening
+files. Instead saves are **group-committed**: a task's save appends its line to the
+current batch and waits; one saver at a time (the leader) writes the whole batch with one
+append and one fsync, then releases every saver of that batch. A task is reported
+succeeded only once its line is durable. A rerun reads the journal once, in bulk.
+
+Crash safety. A kill at any instant leaves at most a torn last line, which is ignored
+(and cut off before the next append); every earlier line is whole. A result stored in a
+file of its own is written to a temporary file, fsynced and renamed under a name that
+holds its content's digest, and the directory is fsynced before the journal line that
+names it, so a line never names a file that a crash could lose or half-write. The
+journal is compacted (rewritten atomically, superseded lines dropped) when most of it is
+superseded.
+
+Bounds. At most :func:`~asyncflow._files.io_slots` result files are open at once per
+store; the journal itself holds no descriptor between batches. The store's worker
+threads are drawn under its own limiter, never from the pool that runs users' tasks. An
+I/O error other than "missing" is retried when it is transient (too many open files)
+and otherwise raised as :class:`~asyncflow.CheckpointReadError`, never taken for a
+missing checkpoint. A corrupted line or file (garbage, a failed ``loads``, JSON nested
+too deeply) is a warning and a missing checkpoint.
+
+Old layout. asyncflow 0.1 wrote ``<workdir>/checkpoints/<task>.json``. A
+:class:`FileStore` given ``legacy=`` that folder still finds those files for tasks the
+journal does not know yet; a task's next save supersedes them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import hashlib
 import json
 import os
-import re
-import secrets
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import aiofiles
 import anyio
+import anyio.to_thread
 from loguru import logger
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointStore",
-    "FileStore",
-    "MemoryStore",
-    "dumps_json",
-    "read_json",
-    "read_text",
-    "temporary_files",
-    "write_json",
-    "write_text_atomic",
-]
+from ._errors import CheckpointReadError
+from ._files import (
+    append_durably,
+    fsync_directory,
+    io_slots,
+    read_bytes,
+    transient,
+    write_bytes_atomic,
+)
+from ._serializers import JSON, Serializer
 
-_TMP_SUFFIX = ".tmp"
-_TMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+__all__ = ["Checkpoint", "CheckpointStore", "FileStore", "MemoryStore", "file_stem"]
 
+INLINE_LIMIT = 16 * 1024
+"""JSON results up to this many bytes are stored inside the journal line; larger ones,
+and every result of another serializer, get a file of their own."""
 
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-async def read_text(path: str | os.PathLike[str]) -> str:
-    """Read a UTF-8 text file without blocking the event loop.
-
-    Raises:
-        OSError: the file cannot be read (``FileNotFoundError`` when it does not exist).
-        UnicodeDecodeError: the file is not UTF-8.
-    """
-    if _on_asyncio():
-        async with aiofiles.open(path, encoding="utf-8") as f:
-            return await f.read()
-    async with await anyio.open_file(path, encoding="utf-8") as g:
-        return await g.read()
-
-
-async def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Replace the content of ``path`` with ``text`` (UTF-8), atomically and durably.
-
-    Writes ``.<name>.<random>.tmp`` beside ``path``, flushes and fsyncs it, then
-    ``os.replace``-s it over ``path``; the steps run under ``CancelScope(shield=True)``, so
-    cancellation waits for the write to finish. On error the temporary file is removed.
-
-    Raises:
-        OSError: the directory is missing or not writable, or the disk is full.
-    """
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
-    with anyio.CancelScope(shield=True):
-        try:
-            if _on_asyncio():
-                async with aiofiles.open(tmp, "w", encoding="utf-8") as f:
-                    await f.write(text)
-            else:
-                async with await anyio.open_file(tmp, "w", encoding="utf-8") as g:
-                    await g.write(text)
-            # Closing flushed Python's buffer; the fsync and the rename share one trip to a
-            # worker thread (fsync syncs the file whichever descriptor asks).
-            await anyio.to_thread.run_sync(_fsync_and_replace, tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
-def _fsync_and_replace(tmp: Path, target: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-
-
-def temporary_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The temporary files in ``directory`` left by writes that never finished (a crash).
-
-    They are the ``.<name>.<8 hex digits>.tmp`` files of :func:`write_text_atomic`; none
-    of them can load as a checkpoint. Only a caller that knows no live write uses the
-    directory may delete them (asyncflow does so under the working directory's lock).
-    Returns ``[]`` when the directory does not exist.
-    """
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(Path(directory, name) for name in names if _TMP_NAME.fullmatch(name))
-
-
-def dumps_json(value: Any) -> str:
-    """Encode ``value`` as strict JSON (``allow_nan=False``).
-
-    NaN and infinity are rejected rather than written as the non-standard ``NaN`` tokens
-    that other JSON readers refuse; convert them to ``None`` or strings first.
-
-    Raises:
-        TypeError: ``value`` holds an object JSON cannot represent (the message names its type).
-        ValueError: ``value`` holds NaN or an infinity (the message says so), or a circular
-            reference.
-    """
-    try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except ValueError as exc:
-        if not str(exc).startswith("Out of range float"):
-            raise
-        raise ValueError(
-            "it holds NaN or infinity, which strict JSON does not allow (use None or a string)"
-        ) from exc
-
-
-async def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read and decode a JSON file asynchronously (aiofiles on asyncio, anyio on trio).
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: the file is not valid JSON (``json.JSONDecodeError``).
-    """
-    return json.loads(await read_text(path))
-
-
-async def write_json(path: str | os.PathLike[str], value: Any) -> None:
-    """Write ``value`` as strict JSON to ``path`` atomically (see :func:`write_text_atomic`).
-
-    Raises:
-        TypeError, ValueError: as :func:`dumps_json`; nothing is written then.
-        OSError: as :func:`write_text_atomic`.
-    """
-    await write_text_atomic(path, dumps_json(value) + "\n")
+_RETRY_DELAYS = (0.01, 0.05, 0.2, 1.0)
+"""Waits, in seconds, between tries of an I/O call that failed transiently (EMFILE...)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,12 +83,17 @@ class Checkpoint:
     Attributes:
         task: the task's name.
         cache_key: the task's cache key when the result was computed (hex SHA-256).
-        result: the task's result, as decoded from JSON.
+        result: the task's result, as the serializer's ``loads`` returns it; ``None``
+            when the checkpoint was written by another serializer than the one asked for
+            (then it is not decoded at all: see ``serializer``).
         saved_at: when it was saved, in seconds since the Unix epoch.
-        key_parts: what the cache key was computed from (``code``, ``params`` and
-            ``extra`` digests, ``upstream`` pairs: see :class:`asyncflow._cache.CacheKey`),
-            so that a changed key can be explained; ``None`` in checkpoints written before
-            asyncflow stored it, which still load.
+        key_parts: what the cache key was computed from (see
+            :class:`asyncflow._cache.CacheKey`), so that a changed key can be explained;
+            ``None`` in checkpoints of asyncflow 0.1, which still load.
+        serializer: the name of the serializer that wrote it (``"json"``).
+        digest: hex SHA-256 of the serialized result; downstream cache keys fold it in,
+            so a task that runs again and returns the same bytes keeps them cached.
+        size: the serialized result's size in bytes.
     """
 
     task: str
@@ -185,26 +101,44 @@ class Checkpoint:
     result: Any
     saved_at: float
     key_parts: Mapping[str, Any] | None = None
+    serializer: str = "json"
+    digest: str = ""
+    size: int = 0
 
 
 @runtime_checkable
 class CheckpointStore(Protocol):
     """Where checkpoints live. Implementations must pass ``tests/test_checkpoints.py``'s contract."""
 
-    async def load(self, task: str) -> Checkpoint | None:
-        """The checkpoint of ``task``, or ``None`` when there is none or it is unreadable."""
+    async def load(self, task: str, serializer: Serializer = JSON) -> Checkpoint | None:
+        """The checkpoint of ``task``, or ``None`` when there is none or it is corrupted.
+
+        A checkpoint written by a serializer of another name is returned undecoded
+        (``result`` is ``None``, ``serializer`` names the writer): the caller treats it as
+        a miss. Only ``serializer.loads`` ever decodes a result.
+
+        Raises:
+            CheckpointReadError: the checkpoint exists but cannot be read.
+        """
         ...
 
     async def save(
-        self, task: str, cache_key: str, result: Any, *, key_parts: Mapping[str, Any] | None = None
+        self,
+        task: str,
+        cache_key: str,
+        result: Any,
+        *,
+        key_parts: Mapping[str, Any] | None = None,
+        serializer: Serializer = JSON,
     ) -> Checkpoint:
-        """Store ``result`` for ``task`` and return the checkpoint as it will load back.
+        """Store ``result`` for ``task``; return the checkpoint as it will load back.
 
-        ``key_parts`` (plain JSON data) is stored beside the key and loads back as
-        :attr:`Checkpoint.key_parts`.
+        Returns once the checkpoint is durable. ``key_parts`` (plain JSON data) loads back
+        as :attr:`Checkpoint.key_parts`.
 
         Raises:
-            TypeError, ValueError: ``result`` is not strict JSON; nothing is stored.
+            Exception: whatever ``serializer.dumps`` raises (``TypeError``/``ValueError``
+                for a result that is not strict JSON); nothing is stored.
             OSError: the store cannot be written; the previous checkpoint is intact.
         """
         ...
@@ -214,130 +148,472 @@ class CheckpointStore(Protocol):
         ...
 
 
-def _encode(
-    task: str, cache_key: str, result: Any, key_parts: Mapping[str, Any] | None
-) -> tuple[str, Checkpoint]:
-    result_text = dumps_json(result)
-    saved_at = time.time()
-    parts_text = "" if key_parts is None else f'"key_parts": {dumps_json(key_parts)}, '
-    text = (
-        f'{{"task": {json.dumps(task)}, "cache_key": {json.dumps(cache_key)}, '
-        f'"saved_at": {saved_at!r}, {parts_text}"result": {result_text}}}\n'
-    )
-    checkpoint = Checkpoint(
-        task=task,
-        cache_key=cache_key,
-        result=json.loads(result_text),
-        saved_at=saved_at,
-        key_parts=None if key_parts is None else json.loads(json.dumps(key_parts)),
-    )
-    return text, checkpoint
+def file_stem(task: str) -> str:
+    """A file name stem for ``task`` that every filesystem accepts, distinct per name.
+
+    An ASCII name of at most 100 characters made of letters, digits and ``_`` is used as
+    it is; any other name becomes its first letters and digits (at most 40) followed by
+    ``-`` and 16 hex digits of the SHA-256 of its NFC form, which keeps names that are
+    over 255 bytes in UTF-8, or that differ only in characters a filesystem folds, apart.
+    """
+    if len(task) <= 100 and task.isascii() and task.replace("_", "a").isalnum():
+        return task
+    name = unicodedata.normalize("NFC", task)
+    readable = "".join(c for c in name if c.isascii() and (c.isalnum() or c == "_"))[:40]
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
-def _decode(task: str, text: str, origin: str) -> Checkpoint | None:
+def _record(
+    task: str,
+    cache_key: str,
+    key_parts: Mapping[str, Any] | None,
+    serializer: str,
+    digest: str,
+    size: int,
+    saved_at: float,
+) -> str:
+    """The head of a journal line, up to where the result (or its file name) goes."""
+    parts = "" if key_parts is None else f', "parts": {json.dumps(key_parts, separators=(",", ":"))}'
+    return (
+        f'{{"task": {json.dumps(task, ensure_ascii=False)}, "key": {json.dumps(cache_key)}, '
+        f'"at": {saved_at!r}, "ser": {json.dumps(serializer)}, "digest": "{digest}", '
+        f'"size": {size}{parts}'
+    )
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
     try:
-        doc = json.loads(text)
+        doc = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("task"), str):
+        return None
+    if doc.get("deleted") is True:
+        return doc
+    ok = (
+        isinstance(doc.get("key"), str)
+        and isinstance(doc.get("at"), int | float)
+        and isinstance(doc.get("ser"), str)
+        and isinstance(doc.get("digest"), str)
+        and ("result" in doc or isinstance(doc.get("file"), str))
+    )
+    return doc if ok else None
+
+
+def _checkpoint(doc: Mapping[str, Any], result: Any) -> Checkpoint:
+    parts = doc.get("parts")
+    return Checkpoint(
+        task=doc["task"],
+        cache_key=doc["key"],
+        result=result,
+        saved_at=doc["at"],
+        key_parts=parts if isinstance(parts, dict) else None,
+        serializer=doc["ser"],
+        digest=doc["digest"],
+        size=doc.get("size", 0) if isinstance(doc.get("size"), int) else 0,
+    )
+
+
+def _legacy(task: str, data: bytes, origin: str) -> Checkpoint | None:
+    """A checkpoint of asyncflow 0.1 (``<task>.json``), or ``None`` with a warning if corrupted."""
+    try:
+        doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("task") != task:
             raise ValueError("not a checkpoint of this task")
-        cache_key, saved_at = doc["cache_key"], doc["saved_at"]
-        if not isinstance(cache_key, str) or not isinstance(saved_at, (int, float)):
-            raise ValueError("cache_key or saved_at has the wrong type")
-        key_parts = doc.get("key_parts")  # absent in checkpoints of older versions
-        return Checkpoint(
-            task=task,
-            cache_key=cache_key,
-            result=doc["result"],
-            saved_at=saved_at,
-            key_parts=key_parts if isinstance(key_parts, dict) else None,
-        )
-    except (ValueError, KeyError) as exc:
-        why = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc)
-        logger.warning(
-            "checkpoint {} of task {!r} is corrupted ({}); treating it as missing",
-            origin,
-            task,
-            why,
-        )
+        if not isinstance(doc.get("cache_key"), str) or not isinstance(doc.get("saved_at"), int | float):
+            raise ValueError("cache_key or saved_at is missing or has the wrong type")
+        text = json.dumps(doc["result"], ensure_ascii=False).encode()
+    except (ValueError, KeyError, RecursionError, TypeError) as exc:
+        _warn_corrupt(task, origin, exc)
         return None
+    return Checkpoint(
+        task=task,
+        cache_key=doc["cache_key"],
+        result=doc["result"],
+        saved_at=doc["saved_at"],
+        key_parts=doc.get("key_parts") if isinstance(doc.get("key_parts"), dict) else None,
+        digest=hashlib.sha256(text).hexdigest(),
+        size=len(text),
+    )
+
+
+def _warn_corrupt(task: str, origin: str, exc: BaseException) -> None:
+    why = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+    if isinstance(exc, RecursionError):
+        why = "nested too deeply"
+    logger.warning("checkpoint {} of task {!r} is corrupted ({}); treating it as missing", origin, task, why)
+
+
+def _encode(task: str, result: Any, serializer: Serializer) -> tuple[bytes, str]:
+    """``(serialized bytes, hex digest)`` of ``result``; what ``dumps`` raises propagates."""
+    data = serializer.dumps(result)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"serializer {serializer.name!r} returned {type(data).__name__}, not bytes")
+    return bytes(data) if isinstance(data, bytearray) else data, hashlib.sha256(data).hexdigest()
 
 
 class FileStore:
-    """Checkpoints as JSON files, ``<directory>/<task>.json``, written atomically.
+    """Checkpoints in a folder: a group-committed journal plus a file per large result.
 
-    The directory is created on the first save. Temporary files (``.*.tmp``) never have the
-    ``<task>.json`` name, so a crash mid-write cannot leave something that loads as a
-    checkpoint.
+    See the module docstring for the layout and its guarantees. The folder is created on
+    the first save, never by a load. The journal is read once, on the store's first use:
+    create one store per run (as :meth:`~asyncflow.Pipeline.run` does) when another
+    process may have written the folder since. One writer at a time: the working
+    directory's lock sees to it for the default store.
 
     Args:
-        directory: where the files go, e.g. ``.asyncflow/checkpoints``.
+        directory: the pipeline's folder, e.g. ``.asyncflow/checkpoints/prices``.
+        legacy: the folder of asyncflow 0.1's ``<task>.json`` checkpoints, searched for a
+            task the journal does not know; ``None`` to search nowhere.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, legacy: str | os.PathLike[str] | None = None
+    ) -> None:
         self.directory = Path(directory)
+        self.legacy = None if legacy is None else Path(legacy)
+        self.journal = self.directory / "journal.jsonl"
+        self._docs: dict[str, dict[str, Any]] | None = None
+        self._legacy_names: frozenset[str] = frozenset()
+        self._opening: anyio.Event | None = None
+        self._threads: anyio.CapacityLimiter | None = None
+        self._files: anyio.CapacityLimiter | None = None
+        self._lines = 0  # journal lines read or written, superseded ones included
+        self._valid = 0  # bytes of the journal up to its last whole line
+        self._rewrite = False  # compact (or cut a torn tail) at the next flush
         self._made = False
+        # Group commit: lines waiting for the next flush, and which batches are durable.
+        self._pending: list[bytes] = []
+        self._pending_docs: list[dict[str, Any]] = []
+        self._dirsync = False
+        self._batch = 0  # the number of the batch now filling
+        self._durable = -1  # the last batch made durable
+        self._failed: dict[int, OSError] = {}
+        self._flushing = False
+        self._flushed: anyio.Event | None = None
 
-    def path(self, task: str) -> Path:
-        """The file of ``task``'s checkpoint."""
-        return self.directory / f"{task}.json"
+    def path(self, task: str, serializer: Serializer = JSON, digest: str = "") -> Path:
+        """The file a result of ``task`` would get (named by its content's ``digest``)."""
+        return self.directory / f"{file_stem(task)}.{digest[:16]}{serializer.suffix}"
 
-    async def load(self, task: str) -> Checkpoint | None:
-        """See :meth:`CheckpointStore.load`; logs a warning for an unreadable file."""
-        path = self.path(task)
+    # -- reading --------------------------------------------------------------------------
+
+    async def load(self, task: str, serializer: Serializer = JSON) -> Checkpoint | None:
+        """See :meth:`CheckpointStore.load`; a corrupted line or file is a warning."""
+        docs = self._docs if self._docs is not None else await self._open()
+        doc = docs.get(task)
+        if doc is None:
+            return await self._load_legacy(task) if task in self._legacy_names else None
+        if doc["ser"] != serializer.name:
+            return _checkpoint(doc, None)
+        if "result" in doc:
+            return _checkpoint(doc, doc["result"])
+        path = self.directory / doc["file"]
         try:
-            text = await read_text(path)
+            data = await self._read(path, task)
+        except FileNotFoundError:
+            logger.warning("checkpoint file {} of task {!r} is missing; treating it as missing", path, task)
+            return None
+        try:
+            value = serializer.loads(data)
+        except Exception as exc:
+            _warn_corrupt(task, str(path), exc)
+            return None
+        return _checkpoint(doc, value)
+
+    async def _open(self) -> dict[str, dict[str, Any]]:
+        """Read the journal once; concurrent first loads wait for the one read."""
+        if self._opening is not None:
+            await self._opening.wait()
+            docs = self._docs
+            return docs if docs is not None else await self._open()  # the first read failed: again
+        self._opening = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                self._docs = await self._read_journal()
+                if self.legacy is not None:
+                    self._legacy_names = await anyio.to_thread.run_sync(
+                        _legacy_names, self.legacy, limiter=self._limiter()
+                    )
+        finally:
+            opening, self._opening = self._opening, None
+            opening.set()
+        return self._docs if self._docs is not None else {}
+
+    async def _read_journal(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = await self._read(self.journal, None)
+        except FileNotFoundError:
+            return {}
+        end = data.rfind(b"\n") + 1
+        self._valid = end
+        if end < len(data):
+            logger.warning(
+                "checkpoint journal {} ends in a torn line (a run was killed mid-write); ignoring it",
+                self.journal,
+            )
+            self._rewrite = True
+        docs: dict[str, dict[str, Any]] = {}
+        lines = data[:end].split(b"\n")[:-1]
+        for number, line in enumerate(lines, 1):
+            doc = _parse(line)
+            if doc is None:
+                logger.warning(
+                    "line {} of checkpoint journal {} is corrupted; ignoring it", number, self.journal
+                )
+                self._rewrite = True
+            elif doc.get("deleted") is True:
+                docs.pop(doc["task"], None)
+            else:
+                docs[doc["task"]] = doc
+        self._lines = len(lines)
+        if self._lines > 1000 and self._lines > 2 * len(docs):
+            self._rewrite = True  # mostly superseded: compact at the next flush
+        return docs
+
+    async def _load_legacy(self, task: str) -> Checkpoint | None:
+        assert self.legacy is not None
+        path = self.legacy / f"{task}.json"
+        try:
+            data = await self._read(path, task)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            logger.warning("checkpoint {} cannot be read ({}); treating it as missing", path, exc)
-            return None
-        return _decode(task, text, str(path))
+        return _legacy(task, data, str(path))
+
+    async def _read(self, path: Path, task: str | None) -> bytes:
+        """The bytes of ``path``, retrying transient errors; FileNotFoundError passes."""
+        files = self._limiter_files()
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                async with files:
+                    return await read_bytes(path, limiter=self._limiter())
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                if delay is None or not transient(exc):
+                    raise CheckpointReadError(task, str(path), exc) from exc
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(4)
+        return self._threads
+
+    def _limiter_files(self) -> anyio.CapacityLimiter:
+        if self._files is None:
+            self._files = anyio.CapacityLimiter(io_slots())
+        return self._files
+
+    # -- writing --------------------------------------------------------------------------
 
     async def save(
-        self, task: str, cache_key: str, result: Any, *, key_parts: Mapping[str, Any] | None = None
+        self,
+        task: str,
+        cache_key: str,
+        result: Any,
+        *,
+        key_parts: Mapping[str, Any] | None = None,
+        serializer: Serializer = JSON,
     ) -> Checkpoint:
-        """See :meth:`CheckpointStore.save`."""
-        text, checkpoint = _encode(task, cache_key, result, key_parts)
-        if not self._made:
-            # Shielded like the write: a result that was computed is saved even if the run
-            # is being cancelled, whether or not this is the store's first save.
-            with anyio.CancelScope(shield=True):
+        """See :meth:`CheckpointStore.save`.
+
+        The result's own reference is dropped once it is serialized, so that a large
+        result is held at most twice at any moment (the object and its bytes, then the
+        bytes and the object ``loads`` makes of them), given the caller holds no other.
+        """
+        data, digest = _encode(task, result, serializer)
+        del result
+        with anyio.CancelScope(shield=True):  # a computed result is saved even if the run is cancelled
+            if self._docs is None:
+                await self._open()
+            if not self._made:
                 await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
-            self._made = True
-        await write_text_atomic(self.path(task), text)
-        return checkpoint
+                self._made = True
+            saved_at = time.time()
+            head = _record(task, cache_key, key_parts, serializer.name, digest, len(data), saved_at)
+            doc: dict[str, Any] = {
+                "task": task,
+                "key": cache_key,
+                "at": saved_at,
+                "ser": serializer.name,
+                "digest": digest,
+                "size": len(data),
+            }
+            if key_parts is not None:
+                doc["parts"] = dict(key_parts)
+            if serializer.name == JSON.name and len(data) <= INLINE_LIMIT:
+                line = head.encode() + b', "result": ' + data + b"}\n"
+                value = doc["result"] = serializer.loads(data)
+                dirsync = False
+            else:
+                path = self.path(task, serializer, digest)
+                await self._write_file(path, data, task)
+                doc["file"] = path.name
+                line = head.encode() + b', "file": ' + json.dumps(path.name).encode() + b"}\n"
+                value = serializer.loads(data)
+                dirsync = True
+            del data
+            await self._commit(line, doc, dirsync)
+        return _checkpoint(doc, value)
 
     async def delete(self, task: str) -> None:
         """See :meth:`CheckpointStore.delete`."""
-        with contextlib.suppress(FileNotFoundError):
-            await anyio.Path(self.path(task)).unlink()
+        docs = self._docs if self._docs is not None else await self._open()
+        if task not in docs and task not in self._legacy_names:
+            return
+        with anyio.CancelScope(shield=True):
+            doc = {"task": task, "deleted": True}
+            await self._commit((json.dumps(doc, ensure_ascii=False) + "\n").encode(), doc, False)
+            if task in self._legacy_names and self.legacy is not None:
+                await anyio.Path(self.legacy / f"{task}.json").unlink(missing_ok=True)
+                self._legacy_names = self._legacy_names - {task}
+
+    async def _write_file(self, path: Path, data: bytes, task: str) -> None:
+        if await anyio.Path(path).exists():  # same content, same name: already durable
+            return
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                async with self._limiter_files():
+                    await write_bytes_atomic(path, data, limiter=self._limiter())
+                return
+            except OSError as exc:
+                if delay is None or not transient(exc):
+                    raise
+            await anyio.sleep(delay)
+
+    async def _commit(self, line: bytes, doc: dict[str, Any], dirsync: bool) -> None:
+        """Append ``line`` in the current batch; return once that batch is durable."""
+        self._pending.append(line)
+        self._pending_docs.append(doc)
+        self._dirsync = self._dirsync or dirsync
+        mine = self._batch
+        while self._durable < mine and mine not in self._failed:
+            if not self._flushing:
+                await self._flush()
+            else:
+                if self._flushed is None:
+                    self._flushed = anyio.Event()
+                await self._flushed.wait()
+        error = self._failed.get(mine)
+        if error is not None:
+            raise OSError(error.errno, f"the checkpoint journal {self.journal} could not be written: {error}")
+
+    async def _flush(self) -> None:
+        """Write the current batch with one append and one fsync (the leader's job)."""
+        self._flushing = True
+        batch, docs, dirsync = self._pending, self._pending_docs, self._dirsync
+        self._pending, self._pending_docs, self._dirsync = [], [], False
+        number = self._batch
+        self._batch += 1
+        assert self._docs is not None
+        try:
+            if dirsync:
+                await anyio.to_thread.run_sync(fsync_directory, self.directory, limiter=self._limiter())
+            data = b"".join(batch)
+            if self._rewrite:
+                await self._compact(data, docs)
+            else:
+                self._valid = await append_durably(self.journal, data, limiter=self._limiter())
+                self._lines += len(batch)
+            for doc in docs:
+                if doc.get("deleted") is True:
+                    self._docs.pop(doc["task"], None)
+                else:
+                    self._docs[doc["task"]] = doc
+            self._durable = number
+        except OSError as exc:
+            self._failed[number] = exc
+        finally:
+            self._flushing = False
+            flushed, self._flushed = self._flushed, None
+            if flushed is not None:
+                flushed.set()
+
+    async def _compact(self, data: bytes, docs: list[dict[str, Any]]) -> None:
+        """Rewrite the journal with one line per live checkpoint, then ``data``; atomic."""
+        assert self._docs is not None
+        live = dict(self._docs)
+        for doc in docs:
+            live.pop(doc["task"], None)
+        text = b"".join(_line(doc) for doc in live.values()) + data
+        await write_bytes_atomic(self.journal, text, sync_directory=True, limiter=self._limiter())
+        self._valid, self._lines, self._rewrite = len(text), len(live) + len(docs), False
+
+
+def _line(doc: Mapping[str, Any]) -> bytes:
+    return (json.dumps(doc, ensure_ascii=False, separators=(", ", ": ")) + "\n").encode()
+
+
+def _legacy_names(folder: Path) -> frozenset[str]:
+    """The task names of asyncflow 0.1 checkpoints (``<task>.json``) in ``folder``."""
+    try:
+        return frozenset(name[:-5] for name in os.listdir(folder) if name.endswith(".json"))
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
 
 
 class MemoryStore:
-    """Checkpoints kept in a dict of JSON texts; nothing touches the disk.
+    """Checkpoints kept in memory; nothing touches the disk.
 
-    ``texts`` maps task names to the stored JSON text and may be edited by tests (to
-    corrupt a checkpoint, say).
+    ``texts`` maps task names to the journal line (JSON text) of their checkpoint and may
+    be edited by tests (to corrupt a checkpoint, say); the bytes of results that are not
+    inline JSON are in ``blobs``.
     """
 
     def __init__(self) -> None:
         self.texts: dict[str, str] = {}
+        self.blobs: dict[str, bytes] = {}
 
-    async def load(self, task: str) -> Checkpoint | None:
+    async def load(self, task: str, serializer: Serializer = JSON) -> Checkpoint | None:
         """See :meth:`CheckpointStore.load`."""
         await anyio.lowlevel.checkpoint()
         text = self.texts.get(task)
-        return None if text is None else _decode(task, text, f"memory:{task}")
+        if text is None:
+            return None
+        doc = _parse(text.encode())
+        if doc is None or doc["task"] != task or doc.get("deleted"):
+            _warn_corrupt(task, f"memory:{task}", ValueError("not a checkpoint of this task"))
+            return None
+        if doc["ser"] != serializer.name:
+            return _checkpoint(doc, None)
+        if "result" in doc:
+            return _checkpoint(doc, doc["result"])
+        try:
+            value = serializer.loads(self.blobs[task])
+        except Exception as exc:
+            _warn_corrupt(task, f"memory:{task}", exc)
+            return None
+        return _checkpoint(doc, value)
 
     async def save(
-        self, task: str, cache_key: str, result: Any, *, key_parts: Mapping[str, Any] | None = None
+        self,
+        task: str,
+        cache_key: str,
+        result: Any,
+        *,
+        key_parts: Mapping[str, Any] | None = None,
+        serializer: Serializer = JSON,
     ) -> Checkpoint:
         """See :meth:`CheckpointStore.save`."""
-        text, checkpoint = _encode(task, cache_key, result, key_parts)
+        data, digest = _encode(task, result, serializer)
+        del result
+        head = _record(task, cache_key, key_parts, serializer.name, digest, len(data), time.time())
+        if serializer.name == JSON.name:
+            text = head + ', "result": ' + data.decode() + "}"
+            self.blobs.pop(task, None)
+        else:
+            text = head + ', "file": "memory"}'
+            self.blobs[task] = data
+        doc = _parse(text.encode())
+        assert doc is not None
+        value = serializer.loads(data) if "file" in doc else doc["result"]
         await anyio.lowlevel.checkpoint()
         self.texts[task] = text
-        return checkpoint
+        return _checkpoint(doc, value)
 
     async def delete(self, task: str) -> None:
         """See :meth:`CheckpointStore.delete`."""
         await anyio.lowlevel.checkpoint()
         self.texts.pop(task, None)
+        self.blobs.pop(task, None)

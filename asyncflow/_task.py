@@ -16,6 +16,7 @@ from typing import Any
 
 from ._errors import InvalidTaskNameError, PipelineDefinitionError
 from ._retry import RetryPolicy
+from ._serializers import Serializer, resolve_serializer
 
 __all__ = ["RESERVED_PARAMETERS", "Task", "make_task", "missing_outputs"]
 
@@ -56,6 +57,8 @@ class Task:
             ``workdir`` and the run's parameters (``"{workdir}/report.md"``). A checkpoint
             stands in for the task only while all of them exist (see
             :func:`missing_outputs`).
+        serializer: how its checkpoint stores the result (see
+            :mod:`asyncflow._serializers`); ``None`` follows the pipeline's.
     """
 
     name: str
@@ -74,6 +77,7 @@ class Task:
     description: str = ""
     executor: str | None = None
     outputs: tuple[str, ...] = ()
+    serializer: Serializer | None = None
 
 
 def missing_outputs(task: Task, workdir: Path, params: Mapping[str, Any]) -> list[str]:
@@ -119,6 +123,7 @@ def make_task(
     tags: tuple[str, ...],
     executor: str | None = None,
     outputs: Sequence[str] = (),
+    serializer: str | Serializer | None = None,
 ) -> Task:
     """Build a :class:`Task` from a function and the decorator's options.
 
@@ -127,7 +132,8 @@ def make_task(
         PipelineDefinitionError: ``fn`` is not callable, takes ``*args``/``**kwargs`` or
             positional-only parameters, ``inputs`` names a parameter ``fn`` lacks,
             ``timeout`` is not a positive number of seconds, or ``executor`` is neither
-            ``None`` nor ``"local"``.
+            ``None`` nor ``"local"``, or ``serializer`` is not ``"json"``, ``"pickle"``,
+            ``None`` or a :class:`~asyncflow.Serializer`.
     """
     if not callable(fn):
         raise PipelineDefinitionError(f"a task must be a function, not {fn!r}")
@@ -191,6 +197,10 @@ def make_task(
             f"task {task_name!r}: executor must be 'local' (always run in this process) or None "
             f"(follow the run's executor), not {executor!r}"
         )
+    try:
+        chosen = resolve_serializer(serializer, where=f"task {task_name!r}")
+    except ValueError as exc:
+        raise PipelineDefinitionError(str(exc)) from None
     documented = fn
     while isinstance(documented, functools.partial):  # not partial's own docstring
         documented = documented.func
@@ -212,4 +222,5 @@ def make_task(
         description=doc.splitlines()[0] if doc else "",
         executor=executor,
         outputs=tuple(outputs),
+        serializer=chosen,
     )

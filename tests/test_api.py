@@ -20,12 +20,15 @@ import asyncflow
 
 EXPECTED_ALL = [
     "DEFAULT_WORKDIR",
+    "JSON",
+    "PICKLE",
     "AsyncflowError",
     "AttemptFailed",
     "AttemptRecord",
     "AttemptState",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointReadError",
     "CheckpointStore",
     "CycleError",
     "DaskExecutor",
@@ -56,6 +59,7 @@ EXPECTED_ALL = [
     "RunRecorder",
     "RunResult",
     "RunStarted",
+    "Serializer",
     "Task",
     "TaskCached",
     "TaskCancelled",

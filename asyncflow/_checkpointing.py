@@ -1,0 +1,117 @@
+"""The runner's side of checkpoints: may a checkpoint stand in for a task, and saving one.
+
+:func:`lookup` runs when a checkpointed task becomes ready: it loads the task's
+checkpoint and says whether it matches (same serializer, and the key computed with the
+parameters the checkpoint recorded as read equals the stored key). :func:`save` runs
+after a successful attempt: it computes the final key from the parameters the task did
+read and stores the result, turning every way a save can fail into one
+:class:`~asyncflow.CheckpointError` that names the task (never retried: the task's
+computation succeeded, it is its storage that failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._cache import CacheKey, KeyBase, finish_key
+from ._errors import CheckpointError, CheckpointReadError
+from ._serializers import Serializer
+from ._store import Checkpoint, CheckpointStore
+
+__all__ = ["Lookup", "lookup", "save"]
+
+
+class Lookup:
+    """What :func:`lookup` found: a matching checkpoint or not, and the key to run under.
+
+    Attributes:
+        checkpoint: the matching checkpoint, or ``None`` when the task must run.
+        key: the key the task would have with the parameters its checkpoint recorded
+            as read (or none, without a checkpoint).
+        stored: the checkpoint found, matching or not (``None`` when there is none).
+    """
+
+    __slots__ = ("checkpoint", "key", "stored")
+
+    def __init__(self, checkpoint: Checkpoint | None, key: CacheKey, stored: Checkpoint | None) -> None:
+        self.checkpoint = checkpoint
+        self.key = key
+        self.stored = stored
+
+
+def recorded_reads(checkpoint: Checkpoint | None) -> Iterable[str]:
+    """The parameter names ``checkpoint`` recorded as read by its task (``()`` if none)."""
+    parts = checkpoint.key_parts if checkpoint is not None else None
+    read = parts.get("params") if parts is not None else None
+    return read if isinstance(read, dict) else ()
+
+
+async def lookup(
+    store: CheckpointStore,
+    task: str,
+    serializer: Serializer,
+    base: KeyBase,
+    params: Mapping[str, Any],
+    *,
+    force: bool,
+) -> Lookup:
+    """Load ``task``'s checkpoint and tell whether it matches ``base`` and ``params``.
+
+    With ``force`` nothing is loaded (the task runs whatever its checkpoint says).
+
+    Raises:
+        CheckpointError: the checkpoint exists but cannot be read (chaining the store's
+            :class:`~asyncflow.CheckpointReadError`): finished work is never silently
+            taken for missing.
+    """
+    if force:
+        return Lookup(None, finish_key(base, (), params), None)
+    try:
+        stored = await store.load(task, serializer)
+    except CheckpointReadError as exc:
+        error = CheckpointError(task, f"{exc}; the task was not run again, to keep finished work")
+        raise error from exc
+    key = finish_key(base, recorded_reads(stored), params)
+    matches = stored is not None and stored.serializer == serializer.name and stored.cache_key == key.key
+    return Lookup(stored if matches else None, key, stored)
+
+
+async def save(
+    store: CheckpointStore,
+    task: str,
+    serializer: Serializer,
+    base: KeyBase,
+    read: Iterable[str],
+    params: Mapping[str, Any],
+    result: Any,
+) -> tuple[Checkpoint, CacheKey]:
+    """Store ``result`` of ``task``, keyed on the parameters it ``read``.
+
+    Returns the checkpoint as it loads back (its ``result`` is what downstream tasks
+    receive) and the final key.
+
+    Raises:
+        CheckpointError: the serializer cannot encode the result (the message names the
+            task, the serializer and the value's type), or the store cannot be written.
+    """
+    key = finish_key(base, read, params)
+    kind = type(result).__qualname__
+    try:
+        checkpoint = await store.save(task, key.key, result, key_parts=key.parts(), serializer=serializer)
+    except OSError as exc:
+        raise CheckpointError(task, f"the checkpoint of task {task!r} could not be written: {exc}") from exc
+    except Exception as exc:
+        if serializer.name == "json":
+            message = (
+                f"task {task!r} returned a result that is not strict JSON ({kind}): {exc}; return "
+                "plain data (dict, list, str, int, float, bool, None), choose another serializer "
+                "(serializer='pickle') or declare the task with checkpoint=False"
+            )
+        else:
+            message = (
+                f"task {task!r} returned a {kind} that serializer {serializer.name!r} cannot "
+                f"store: {type(exc).__name__}: {exc}"
+            )
+        raise CheckpointError(task, message) from exc
+    return checkpoint, key
