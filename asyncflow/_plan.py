@@ -239,6 +239,16 @@ class _Planner:
         stored = checkpoint.cache_key if checkpoint is not None else None
         # Below a task that will run, the key depends on its result: known only in the run.
         unknown = [nodes[u].name for u in node.upstream if self.digests[u] is None]
+        if self.force:
+            key = None if unknown else finish_key(base, recorded_reads(checkpoint), self.params)
+            planned = PlannedTask(
+                name=name,
+                action=Action.RUN,
+                reason="forced (--no-skip)",
+                cache_key=key.key if key is not None else None,
+                stored_key=stored,
+            )
+            return planned, None
         if unknown:
             if checkpoint is None:
                 return PlannedTask(
@@ -247,11 +257,6 @@ class _Planner:
             reason = f"upstream {', '.join(unknown)} will run; cached if its result is unchanged"
             return PlannedTask(name=name, action=Action.RUN, reason=reason, stored_key=stored), checkpoint
         key = finish_key(base, recorded_reads(checkpoint), self.params)
-        if self.force:
-            reason = "forced (--no-skip)"
-            return PlannedTask(
-                name=name, action=Action.RUN, reason=reason, cache_key=key.key, stored_key=stored
-            ), None
         if checkpoint is None:
             return PlannedTask(name=name, action=Action.RUN, reason="no checkpoint", cache_key=key.key), None
         if checkpoint.serializer != serializer.name:

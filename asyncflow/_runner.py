@@ -448,7 +448,13 @@ class _Run:
             assert base is not None
             try:
                 saved, key = await save(
-                    store, task.name, serializer, base, tracked.read if tracked else (), self.params, result
+                    store,
+                    task.name,
+                    serializer,
+                    base,
+                    tracked.read if tracked is not None else (),
+                    self.params,
+                    result,
                 )
             except CheckpointError as exc:
                 self.fail(i, exc)

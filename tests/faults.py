@@ -7,8 +7,10 @@ for those markers (with a deadline) instead of sleeping blindly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,8 +19,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from asyncflow._store import file_stem
+
 ROOT = Path(__file__).resolve().parent.parent
 STATES = {"succeeded", "failed", "skipped", "cached", "cancelled"}
+_RESULT_FILE = re.compile(r"[^.][^/]*\.[0-9a-f]{16}\.[A-Za-z0-9]+")
+_LEGACY = re.compile(r"[^.][^/]*\.json")
 
 
 def write_pipeline(directory: Path, source: str, name: str = "flow.py") -> Path:
@@ -109,24 +115,79 @@ def states(stdout: str) -> dict[str, str]:
     return rows
 
 
-def checkpoints(workdir: Path) -> dict[str, Any]:
-    """``{task: result}`` of every checkpoint file in ``<workdir>/checkpoints``.
+def pipeline_folder(workdir: Path, pipeline: str | None = None) -> Path:
+    """The checkpoint folder of ``pipeline`` in ``<workdir>/checkpoints``.
 
-    Fails the test if any ``*.json`` there is not a complete checkpoint.
+    With ``pipeline=None``: the one pipeline folder there (fails the test if there are
+    several); ``<workdir>/checkpoints/?`` (which does not exist) if there is none yet.
     """
+    root = workdir / "checkpoints"
+    if pipeline is not None:
+        return root / file_stem(pipeline)
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    assert len(folders) <= 1, f"several pipelines in {root}: {[f.name for f in folders]}"
+    return folders[0] if folders else root / "?"
+
+
+def journal_lines(workdir: Path, pipeline: str | None = None) -> list[dict[str, Any]]:
+    """Every line of the pipeline's checkpoint journal, decoded, in order.
+
+    Fails the test unless the journal is whole: every line complete JSON (the last one
+    ending in a newline too), so a torn or half-written line fails it. ``[]`` when there
+    is no journal.
+    """
+    journal = pipeline_folder(workdir, pipeline) / "journal.jsonl"
+    if not journal.exists():
+        return []
+    data = journal.read_bytes()
+    assert data == b"" or data.endswith(b"\n"), f"{journal} ends in a torn line: {data[-80:]!r}"
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
+def checkpoints(workdir: Path, pipeline: str | None = None) -> dict[str, Any]:
+    """``{task: result}`` of every live checkpoint of ``pipeline`` (see :func:`pipeline_folder`).
+
+    Fails the test if any checkpoint is not complete: a journal line that is not whole
+    JSON with its fields, or a result (inline or in its own file) whose bytes do not have
+    the digest and size the line records.
+    """
+    folder = pipeline_folder(workdir, pipeline)
+    live: dict[str, dict[str, Any]] = {}
+    for doc in journal_lines(workdir, pipeline):
+        if doc.get("deleted") is True:
+            live.pop(doc["task"], None)
+        else:
+            assert isinstance(doc["key"], str) and len(doc["key"]) == 64, doc
+            assert isinstance(doc["at"], float) and doc["ser"] == "json", doc
+            live[doc["task"]] = doc
     found = {}
-    for path in sorted((workdir / "checkpoints").glob("*.json")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        assert doc["task"] == path.stem and isinstance(doc["cache_key"], str), path
-        found[path.stem] = doc["result"]
+    for task, doc in live.items():
+        if "file" in doc:
+            data = (folder / doc["file"]).read_bytes()
+            assert doc["file"] == f"{file_stem(task)}.{doc['digest'][:16]}.json", doc["file"]
+        else:
+            data = json.dumps(doc["result"], allow_nan=False, ensure_ascii=False).encode()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (doc["digest"], doc["size"]), task
+        found[task] = json.loads(data)
     return found
 
 
 def leftovers(workdir: Path) -> list[str]:
-    """Names in ``<workdir>/checkpoints`` that are not ``<task>.json`` checkpoints."""
-    directory = workdir / "checkpoints"
-    if not directory.exists():
+    """Names in ``<workdir>/checkpoints`` and its pipeline folders that hold no checkpoint data.
+
+    Checkpoint data is a pipeline folder, its ``journal.jsonl``, its result files
+    (``<task>.<16 hex digits>.<suffix>``) and, directly in ``checkpoints``, asyncflow
+    0.1's ``<task>.json``: anything else (the temporary files of interrupted writes) is a
+    leftover.
+    """
+    root = workdir / "checkpoints"
+    if not root.exists():
         return []
-    return sorted(
-        p.name for p in directory.iterdir() if not (p.suffix == ".json" and not p.name.startswith("."))
-    )
+    names = [p.name for p in root.iterdir() if not (p.is_dir() or _LEGACY.fullmatch(p.name))]
+    for folder in (p for p in root.iterdir() if p.is_dir()):
+        names += [
+            f"{folder.name}/{p.name}"
+            for p in folder.iterdir()
+            if p.name != "journal.jsonl" and not _RESULT_FILE.fullmatch(p.name)
+        ]
+    return sorted(names)

@@ -1,9 +1,10 @@
 """``kill -9`` in the middle of a run, and in the middle of a checkpoint write.
 
 A SIGKILL cannot be caught: whatever the process was doing stops. These tests kill real
-``python -m asyncflow`` subprocesses and check that the next run loads every complete
-checkpoint, removes the temporary files of the interrupted writes, and re-runs only what
-is missing.
+``python -m asyncflow`` subprocesses and check that every checkpoint left is the old one or
+the new one, never half of one (the journal is whole, every result file has the digest its
+line records), that the next run loads every complete checkpoint, removes the temporary
+files of the interrupted writes, and re-runs only what is missing.
 """
 
 from __future__ import annotations
@@ -11,24 +12,38 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faults import checkpoints, cli, env, leftovers, start, states, wait_for_file, wait_until, write_pipeline
+from faults import (
+    checkpoints,
+    cli,
+    env,
+    journal_lines,
+    leftovers,
+    pipeline_folder,
+    start,
+    states,
+    wait_for_file,
+    wait_until,
+    write_pipeline,
+)
 
 STALLING = """
     import os
+    import re
     import time
     from pathlib import Path
 
     import asyncflow
 
     MARKS = Path(os.environ["MARKS"])
-    STALL = os.environ.get("STALL_TASK")
+    STALL = os.environ.get("STALL_FILE")
     if STALL:
-        # Injected slow write: the checkpoint of task STALL stops inside its fsync, after
-        # the temporary file is written and before it is renamed over <task>.json.
+        # Injected slow write: the fsync of the first file whose name matches STALL stops
+        # (the temporary file of a result, after it is written and before it is renamed;
+        # or the journal, after the batch is appended and before it is durable).
         _fsync = os.fsync
 
         def _stalling_fsync(fd: int) -> None:
-            if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{STALL}.json."):
+            if re.fullmatch(STALL, os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))):
                 (MARKS / "stalled").touch()
                 time.sleep(600)
             _fsync(fd)
@@ -45,7 +60,7 @@ STALLING = """
 
     @pipeline.task
     async def b(a: int, params) -> dict:
-        return {"v": params["v"], "blob": "y" * 200_000}
+        return {"v": params["v"], "blob": "y" * 200_000}  # over 16 KiB: a file of its own
 
 
     @pipeline.task
@@ -92,20 +107,28 @@ def test_kill_during_checkpoint_write_keeps_old_checkpoint_and_rerun_cleans_up(
     base = ("--workdir", workdir, "--backend", backend)
     first = cli(path, *base, environ=env(MARKS=str(marks)))
     assert first.returncode == 0, first.stderr
-    before = checkpoints(workdir)
+    before, lines = checkpoints(workdir), journal_lines(workdir)
     assert before["b"]["v"] == 1
+    folder = pipeline_folder(workdir, "crash")
+    [old_file] = [line["file"] for line in lines if line["task"] == "b"]
+    old_bytes = (folder / old_file).read_bytes()
 
-    proc = start(path, *base, "--param", "v=2", environ=env(MARKS=str(marks), STALL_TASK="b"))
+    # b's new result stops inside the fsync of its temporary file, before the rename.
+    stall = r"\.b\.[0-9a-f]{16}\.json\.[0-9a-f]{8}\.tmp"
+    proc = start(path, *base, "--param", "v=2", environ=env(MARKS=str(marks), STALL_FILE=stall))
     wait_for_file(marks / "stalled", proc)
     proc.kill()  # SIGKILL, mid-write
     proc.communicate(timeout=30)
     assert proc.returncode == -9
 
-    # Every <task>.json is still a complete checkpoint; b's is the old one.
+    # The journal is unchanged and whole; b's checkpoint is the old one, its file intact.
+    assert journal_lines(workdir) == lines
     assert checkpoints(workdir) == before
+    assert (folder / old_file).read_bytes() == old_bytes
     [tmp] = leftovers(workdir)
-    assert tmp.startswith(".b.json.") and tmp.endswith(".tmp")
-    (workdir / "checkpoints" / ".c.json.0123abcd.tmp").write_text('{"task": "c", "cache_')  # torn
+    assert tmp.startswith("crash/.b.") and tmp.endswith(".tmp")
+    # And the torn temporary file of a compaction of the journal, killed mid-write.
+    (folder / ".journal.jsonl.0123abcd.tmp").write_text('{"task": "c", "key": "')
     assert (workdir / ".lock.info").exists()  # the killed run's record; its OS lock is gone
 
     rerun = cli(path, *base, "--param", "v=2", environ=env(MARKS=str(marks)))
@@ -114,7 +137,37 @@ def test_kill_during_checkpoint_write_keeps_old_checkpoint_and_rerun_cleans_up(
     assert "removed 2 temporary files left by an interrupted run" in rerun.stderr
     assert leftovers(workdir) == []
     after = checkpoints(workdir)
-    assert (after["b"]["v"], after["c"]) == (2, 20)
+    assert (after["b"]["v"], after["c"], after["d"]) == (2, 20, "independent")
+
+
+@needs_proc
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_kill_before_the_journal_is_durable_leaves_whole_lines_only(tmp_path: Path, backend: str) -> None:
+    # Killed inside the journal's fsync: the batch was appended (the kernel has it) but the
+    # run never reported b succeeded. What is left must be b's old checkpoint or its new
+    # one, whole, with the file its line names: here the new one, since a SIGKILL does not
+    # lose what was written to the kernel.
+    path, workdir, marks = write_pipeline(tmp_path, STALLING), tmp_path / "work", tmp_path / "marks"
+    marks.mkdir()
+    base = ("--workdir", workdir, "--backend", backend)
+    assert cli(path, *base, environ=env(MARKS=str(marks))).returncode == 0
+    before = checkpoints(workdir)
+
+    proc = start(path, *base, "--param", "v=2", environ=env(MARKS=str(marks), STALL_FILE="journal.jsonl"))
+    wait_for_file(marks / "stalled", proc)
+    proc.kill()
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -9
+    assert "succeeded" not in out  # no summary: the run never got that far
+
+    killed = checkpoints(workdir)  # fails on a torn line or a half-written result file
+    assert killed == {**before, "b": {"v": 2, "blob": "y" * 200_000}}
+    assert leftovers(workdir) == []
+
+    rerun = cli(path, *base, "--param", "v=2", environ=env(MARKS=str(marks)))
+    assert rerun.returncode == 0, rerun.stderr
+    assert states(rerun.stdout) == {"a": "cached", "b": "cached", "c": "succeeded", "d": "cached"}
+    assert checkpoints(workdir)["c"] == 20
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -123,19 +176,19 @@ def test_kill_at_a_random_moment_rerun_caches_exactly_the_complete_checkpoints(
 ) -> None:
     path, workdir = write_pipeline(tmp_path, MANY), tmp_path / "work"
     proc = start(path, "--workdir", workdir, "--backend", backend, "--max-concurrency", "4")
-    directory = workdir / "checkpoints"
+    journal = pipeline_folder(workdir, "many") / "journal.jsonl"
 
     def enough() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before it was killed: {proc.communicate()}")
-        return directory.is_dir() and len(list(directory.glob("*.json"))) >= 15
+        return journal.exists() and journal.read_bytes().count(b"\n") >= 15
 
     wait_until(enough, "15 checkpoints")
     proc.kill()
     proc.communicate(timeout=30)
     assert proc.returncode == -9
 
-    survived = set(checkpoints(workdir))  # fails if any <task>.json is incomplete
+    survived = set(checkpoints(workdir))  # fails on a torn line or a half-written result file
     assert 15 <= len(survived) <= 30
     rerun = cli(path, "--workdir", workdir, "--backend", backend, environ=env(FINISH="1"))
     assert rerun.returncode == 0, rerun.stderr

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import distributed
 import pytest
+from journal import journal_of
 from test_executors import ROOT, ExecutorContract, cli, pid_of_worker, poll, square_all
 
 from asyncflow import DaskExecutor, Event, Executor, ExecutorError, Pipeline, TaskState
@@ -110,7 +111,7 @@ async def test_unreachable_scheduler_fails_before_any_task_runs(tmp_path: Path) 
     p.task(pid_of_worker, name="where")
     local = await p.run(workdir=tmp_path, log=False)
     assert local.ok
-    checkpoint = tmp_path / "checkpoints" / "where.json"
+    checkpoint = journal_of(tmp_path, "unreachable")
     before = checkpoint.read_bytes()
 
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -195,7 +196,7 @@ def test_prices_pipeline_on_the_cluster_and_an_unreachable_scheduler(
     assert (tmp_path / "dask" / report).read_text() == (tmp_path / "local" / report).read_text()
 
     # An unreachable scheduler: one line, exit code 1, and the checkpoints are untouched.
-    checkpoints = {p.name: p.read_bytes() for p in (tmp_path / "local" / "checkpoints").glob("*.json")}
+    checkpoints = {p.name: p.read_bytes() for p in (tmp_path / "local" / "checkpoints").rglob("*.*")}
     address = f"tcp://127.0.0.1:{free_port()}"
     down = cli(
         "pipelines.prices", "--workdir", tmp_path / "local", "--no-skip", "--dask-address", address,
@@ -208,9 +209,7 @@ def test_prices_pipeline_on_the_cluster_and_an_unreachable_scheduler(
         f"asyncflow: error: cannot connect to the Dask scheduler at '{address}' within 1 s"
     )
     assert "Traceback" not in down.stderr
-    assert {
-        p.name: p.read_bytes() for p in (tmp_path / "local" / "checkpoints").glob("*.json")
-    } == checkpoints
+    assert {p.name: p.read_bytes() for p in (tmp_path / "local" / "checkpoints").rglob("*.*")} == checkpoints
 
     # Where tasks compute is not part of their cache keys: the cluster run finds them all cached.
     cached = cli("pipelines.prices", "--workdir", tmp_path / "local", "--executor", "dask",
