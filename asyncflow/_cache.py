@@ -193,26 +193,42 @@ async def base_key(
         + [(param, ",".join(nodes[u].name for u in group)) for param, group in node.gathers]
     )
     return KeyBase(
-        code=code_digest(task.fn), extra=_digest(extra), upstream=tuple(upstream), serializer=serializer
+        code=code_digest(task.fn),
+        extra=_NONE_DIGEST if extra is None else _digest(extra),
+        upstream=tuple(upstream),
+        serializer=serializer,
     )
 
 
-def finish_key(base: KeyBase, read: Iterable[str], params: Mapping[str, Any]) -> CacheKey:
+def finish_key(
+    base: KeyBase, read: Iterable[str], params: Mapping[str, Any], prior: CacheKey | None = None
+) -> CacheKey:
     """The :class:`CacheKey` of a task that reads the parameters ``read``.
 
     Before a task runs, ``read`` is the set its checkpoint recorded (so the key matches
     exactly when those parameters kept their values); after it ran, the set it read.
+    ``prior``, a key computed from the same ``base`` and ``params`` before the task ran,
+    is returned as it is when it was computed with the same names.
+
+    The key is the SHA-256 of the parts, each a hex digest or a name, joined with
+    separators that cannot occur in them (``\x1f`` between the parts of a pair, ``\x1e``
+    between pairs, ``\x1d`` between sections).
     """
-    read_digests = {name: _digest(params[name]) if name in params else _ABSENT for name in sorted(read)}
-    document = {
-        "code": base.code.digest,
-        "params": read_digests,
-        "extra": base.extra,
-        "upstream": base.upstream,
-        "serializer": base.serializer,
-    }
+    names = sorted(read)
+    if prior is not None and len(names) == len(prior.params) and all(n in prior.params for n in names):
+        return prior
+    read_digests = {name: _digest(params[name]) if name in params else _ABSENT for name in names}
+    text = "\x1d".join(
+        (
+            base.code.digest,
+            "\x1e".join(f"{name}\x1f{digest}" for name, digest in read_digests.items()),
+            base.extra,
+            "\x1e".join(f"{a}\x1f{b}" for a, b in base.upstream),
+            base.serializer,
+        )
+    )
     return CacheKey(
-        key=_digest(document),
+        key=hashlib.sha256(text.encode()).hexdigest(),
         code=base.code.digest,
         code_parts=base.code.parts,
         params=read_digests,
@@ -225,6 +241,9 @@ def finish_key(base: KeyBase, read: Iterable[str], params: Mapping[str, Any]) ->
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_NONE_DIGEST = _digest(None)
 
 
 def result_digest(value: Any) -> str | None:

@@ -12,14 +12,14 @@ computation succeeded, it is its storage that failed).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ._cache import CacheKey, KeyBase, finish_key
 from ._errors import CheckpointError, CheckpointReadError
 from ._serializers import Serializer
 from ._store import Checkpoint, CheckpointStore
 
-__all__ = ["Lookup", "lookup", "save"]
+__all__ = ["Lookup", "Stager", "lookup", "recorded_reads", "save", "stage", "write_failed"]
 
 
 class Lookup:
@@ -77,6 +77,76 @@ async def lookup(
     return Lookup(stored if matches else None, key, stored)
 
 
+@runtime_checkable
+class Stager(Protocol):
+    """A store that can queue a checkpoint and make many durable at once (group commit).
+
+    :class:`~asyncflow.FileStore` is one; see its ``stage`` and ``commit``.
+    """
+
+    def stage(
+        self,
+        task: str,
+        cache_key: str,
+        result: Any,
+        *,
+        key_parts: Mapping[str, Any] | None = None,
+        serializer: Serializer = ...,
+    ) -> Checkpoint | None: ...
+
+    async def commit(self) -> None: ...
+
+
+def stage(
+    store: Stager,
+    task: str,
+    serializer: Serializer,
+    base: KeyBase,
+    read: Iterable[str],
+    params: Mapping[str, Any],
+    result: Any,
+    prior: CacheKey | None = None,
+) -> tuple[Checkpoint, CacheKey] | None:
+    """Queue ``result`` of ``task`` in ``store``'s next commit, as :func:`save` would store it.
+
+    Returns ``None`` when the store cannot stage this result (then call :func:`save`).
+    ``prior`` is the key :func:`lookup` computed, reused when the task read the same
+    parameters as its checkpoint recorded.
+
+    Raises:
+        CheckpointError: the serializer cannot encode the result.
+    """
+    key = finish_key(base, read, params, prior)
+    try:
+        checkpoint = store.stage(task, key.key, result, key_parts=key.parts(), serializer=serializer)
+    except Exception as exc:
+        raise _unstorable(task, serializer, result, exc) from exc
+    return None if checkpoint is None else (checkpoint, key)
+
+
+def write_failed(task: str, exc: OSError) -> CheckpointError:
+    """The error of a task whose checkpoint could not be written."""
+    error = CheckpointError(task, f"the checkpoint of task {task!r} could not be written: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _unstorable(task: str, serializer: Serializer, result: Any, exc: Exception) -> CheckpointError:
+    kind = type(result).__qualname__
+    if serializer.name == "json":
+        message = (
+            f"task {task!r} returned a result that is not strict JSON ({kind}): {exc}; return "
+            "plain data (dict, list, str, int, float, bool, None), choose another serializer "
+            "(serializer='pickle') or declare the task with checkpoint=False"
+        )
+    else:
+        message = (
+            f"task {task!r} returned a {kind} that serializer {serializer.name!r} cannot "
+            f"store: {type(exc).__name__}: {exc}"
+        )
+    return CheckpointError(task, message)
+
+
 async def save(
     store: CheckpointStore,
     task: str,
@@ -85,6 +155,7 @@ async def save(
     read: Iterable[str],
     params: Mapping[str, Any],
     result: Any,
+    prior: CacheKey | None = None,
 ) -> tuple[Checkpoint, CacheKey]:
     """Store ``result`` of ``task``, keyed on the parameters it ``read``.
 
@@ -95,23 +166,11 @@ async def save(
         CheckpointError: the serializer cannot encode the result (the message names the
             task, the serializer and the value's type), or the store cannot be written.
     """
-    key = finish_key(base, read, params)
-    kind = type(result).__qualname__
+    key = finish_key(base, read, params, prior)
     try:
         checkpoint = await store.save(task, key.key, result, key_parts=key.parts(), serializer=serializer)
     except OSError as exc:
-        raise CheckpointError(task, f"the checkpoint of task {task!r} could not be written: {exc}") from exc
+        raise write_failed(task, exc) from exc
     except Exception as exc:
-        if serializer.name == "json":
-            message = (
-                f"task {task!r} returned a result that is not strict JSON ({kind}): {exc}; return "
-                "plain data (dict, list, str, int, float, bool, None), choose another serializer "
-                "(serializer='pickle') or declare the task with checkpoint=False"
-            )
-        else:
-            message = (
-                f"task {task!r} returned a {kind} that serializer {serializer.name!r} cannot "
-                f"store: {type(exc).__name__}: {exc}"
-            )
-        raise CheckpointError(task, message) from exc
+        raise _unstorable(task, serializer, result, exc) from exc
     return checkpoint, key

@@ -240,12 +240,12 @@ class _Planner:
         # Below a task that will run, the key depends on its result: known only in the run.
         unknown = [nodes[u].name for u in node.upstream if self.digests[u] is None]
         if self.force:
-            key = None if unknown else finish_key(base, recorded_reads(checkpoint), self.params)
+            forced = None if unknown else finish_key(base, recorded_reads(checkpoint), self.params).key
             planned = PlannedTask(
                 name=name,
                 action=Action.RUN,
                 reason="forced (--no-skip)",
-                cache_key=key.key if key is not None else None,
+                cache_key=forced,
                 stored_key=stored,
             )
             return planned, None

@@ -71,8 +71,8 @@ from anyio.abc import TaskGroup
 from loguru import logger
 
 from ._attempt import call_task, run_attempt
-from ._cache import KeyBase, TrackedParams, base_key, finish_key, result_digest, volatile_key
-from ._checkpointing import lookup, recorded_reads, save
+from ._cache import CacheKey, KeyBase, TrackedParams, base_key, finish_key, result_digest, volatile_key
+from ._checkpointing import Stager, lookup, recorded_reads, save, stage, write_failed
 from ._context import RunContext, task_logger
 from ._errors import (
     CheckpointError,
@@ -181,6 +181,11 @@ class _Run:
         self.keys: list[str | None] = [None] * n
         self.digests: list[str | None] = [None] * n  # result digests, for downstream keys
         self.serializer = serializer
+        # Group commit (a store with stage/commit, such as FileStore): checkpoints staged
+        # by finished tasks, (node, checkpoint, key), waiting for the next commit.
+        self.stager: Stager | None = store if isinstance(store, Stager) else None
+        self.staged: list[tuple[int, Checkpoint, CacheKey]] = []
+        self.committing = False
         self.attempts = [0] * n
         self.started: list[float | None] = [None] * n
         self.finished: list[float | None] = [None] * n
@@ -375,12 +380,14 @@ class _Run:
             return
         store = self.store if task.checkpoint else None
         base: KeyBase | None = None
+        prior: CacheKey | None = None
         serializer = task.serializer or self.serializer
         if store is not None:
             try:
                 base = await self.base_key(node, serializer)
                 found = await lookup(store, task.name, serializer, base, self.params, force=self.force)
-                self.keys[i] = found.key.key
+                prior = found.key
+                self.keys[i] = prior.key
                 checkpoint = found.checkpoint
                 if checkpoint is not None and not (task.outputs and self.outputs_missing(i)):
                     self.cached(i, checkpoint)
@@ -446,16 +453,22 @@ class _Run:
 
         if store is not None:
             assert base is not None
+            read = tracked.read if tracked is not None else ()
+            if self.stager is not None:
+                try:
+                    staged = stage(self.stager, task.name, serializer, base, read, self.params, result, prior)
+                except CheckpointError as exc:
+                    self.fail(i, exc)
+                    return
+                if staged is not None:  # durable, and succeeded, with the next group commit
+                    self.staged.append((i, *staged))
+                    if not self.committing:
+                        self.committing = True
+                        assert self.tg is not None
+                        self.tg.start_soon(self.commit_staged)
+                    return
             try:
-                saved, key = await save(
-                    store,
-                    task.name,
-                    serializer,
-                    base,
-                    tracked.read if tracked is not None else (),
-                    self.params,
-                    result,
-                )
+                saved, key = await save(store, task.name, serializer, base, read, self.params, result, prior)
             except CheckpointError as exc:
                 self.fail(i, exc)
                 return
@@ -463,6 +476,32 @@ class _Run:
             self.digests[i] = saved.digest
             result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
+
+    async def commit_staged(self) -> None:
+        """Make the staged checkpoints durable, a batch at a time, then succeed their tasks.
+
+        Runs in the run's task group while checkpoints are staged. Each commit is shielded,
+        so a result computed before a cancellation is still checkpointed (its task then
+        ends CANCELLED with the rest, and a rerun finds it cached).
+        """
+        assert self.stager is not None
+        try:
+            while self.staged:
+                batch, self.staged = self.staged, []
+                try:
+                    await self.stager.commit()
+                except OSError as exc:
+                    for i, _, _ in batch:
+                        self.fail(i, write_failed(self.nodes[i].name, exc))
+                    continue
+                for i, checkpoint, key in batch:
+                    self.keys[i] = key.key
+                    self.digests[i] = checkpoint.digest
+                    self.succeed(i, checkpoint.result, TaskState.SUCCEEDED)
+                if self.ready:
+                    self.spawn(len(self.ready))
+        finally:
+            self.committing = False
 
     def cached(self, i: int, checkpoint: Checkpoint) -> None:
         """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""

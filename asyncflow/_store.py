@@ -41,20 +41,29 @@ journal does not know yet; a task's next save supersedes them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import anyio
 import anyio.to_thread
 from loguru import logger
 
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    MemoryStore,
+    _checkpoint,
+    _encode,
+    _legacy,
+    _parse,
+    _record,
+    _warn_corrupt,
+    file_stem,
+)
 from ._errors import CheckpointReadError
 from ._files import (
     append_durably,
@@ -74,182 +83,6 @@ and every result of another serializer, get a file of their own."""
 
 _RETRY_DELAYS = (0.01, 0.05, 0.2, 1.0)
 """Waits, in seconds, between tries of an I/O call that failed transiently (EMFILE...)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Checkpoint:
-    """The stored outcome of one succeeded task.
-
-    Attributes:
-        task: the task's name.
-        cache_key: the task's cache key when the result was computed (hex SHA-256).
-        result: the task's result, as the serializer's ``loads`` returns it; ``None``
-            when the checkpoint was written by another serializer than the one asked for
-            (then it is not decoded at all: see ``serializer``).
-        saved_at: when it was saved, in seconds since the Unix epoch.
-        key_parts: what the cache key was computed from (see
-            :class:`asyncflow._cache.CacheKey`), so that a changed key can be explained;
-            ``None`` in checkpoints of asyncflow 0.1, which still load.
-        serializer: the name of the serializer that wrote it (``"json"``).
-        digest: hex SHA-256 of the serialized result; downstream cache keys fold it in,
-            so a task that runs again and returns the same bytes keeps them cached.
-        size: the serialized result's size in bytes.
-    """
-
-    task: str
-    cache_key: str
-    result: Any
-    saved_at: float
-    key_parts: Mapping[str, Any] | None = None
-    serializer: str = "json"
-    digest: str = ""
-    size: int = 0
-
-
-@runtime_checkable
-class CheckpointStore(Protocol):
-    """Where checkpoints live. Implementations must pass ``tests/test_checkpoints.py``'s contract."""
-
-    async def load(self, task: str, serializer: Serializer = JSON) -> Checkpoint | None:
-        """The checkpoint of ``task``, or ``None`` when there is none or it is corrupted.
-
-        A checkpoint written by a serializer of another name is returned undecoded
-        (``result`` is ``None``, ``serializer`` names the writer): the caller treats it as
-        a miss. Only ``serializer.loads`` ever decodes a result.
-
-        Raises:
-            CheckpointReadError: the checkpoint exists but cannot be read.
-        """
-        ...
-
-    async def save(
-        self,
-        task: str,
-        cache_key: str,
-        result: Any,
-        *,
-        key_parts: Mapping[str, Any] | None = None,
-        serializer: Serializer = JSON,
-    ) -> Checkpoint:
-        """Store ``result`` for ``task``; return the checkpoint as it will load back.
-
-        Returns once the checkpoint is durable. ``key_parts`` (plain JSON data) loads back
-        as :attr:`Checkpoint.key_parts`.
-
-        Raises:
-            Exception: whatever ``serializer.dumps`` raises (``TypeError``/``ValueError``
-                for a result that is not strict JSON); nothing is stored.
-            OSError: the store cannot be written; the previous checkpoint is intact.
-        """
-        ...
-
-    async def delete(self, task: str) -> None:
-        """Remove the checkpoint of ``task`` if there is one."""
-        ...
-
-
-def file_stem(task: str) -> str:
-    """A file name stem for ``task`` that every filesystem accepts, distinct per name.
-
-    An ASCII name of at most 100 characters made of letters, digits and ``_`` is used as
-    it is; any other name becomes its first letters and digits (at most 40) followed by
-    ``-`` and 16 hex digits of the SHA-256 of its NFC form, which keeps names that are
-    over 255 bytes in UTF-8, or that differ only in characters a filesystem folds, apart.
-    """
-    if len(task) <= 100 and task.isascii() and task.replace("_", "a").isalnum():
-        return task
-    name = unicodedata.normalize("NFC", task)
-    readable = "".join(c for c in name if c.isascii() and (c.isalnum() or c == "_"))[:40]
-    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
-
-
-def _record(
-    task: str,
-    cache_key: str,
-    key_parts: Mapping[str, Any] | None,
-    serializer: str,
-    digest: str,
-    size: int,
-    saved_at: float,
-) -> str:
-    """The head of a journal line, up to where the result (or its file name) goes."""
-    parts = "" if key_parts is None else f', "parts": {json.dumps(key_parts, separators=(",", ":"))}'
-    return (
-        f'{{"task": {json.dumps(task, ensure_ascii=False)}, "key": {json.dumps(cache_key)}, '
-        f'"at": {saved_at!r}, "ser": {json.dumps(serializer)}, "digest": "{digest}", '
-        f'"size": {size}{parts}'
-    )
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("task"), str):
-        return None
-    if doc.get("deleted") is True:
-        return doc
-    ok = (
-        isinstance(doc.get("key"), str)
-        and isinstance(doc.get("at"), int | float)
-        and isinstance(doc.get("ser"), str)
-        and isinstance(doc.get("digest"), str)
-        and ("result" in doc or isinstance(doc.get("file"), str))
-    )
-    return doc if ok else None
-
-
-def _checkpoint(doc: Mapping[str, Any], result: Any) -> Checkpoint:
-    parts = doc.get("parts")
-    return Checkpoint(
-        task=doc["task"],
-        cache_key=doc["key"],
-        result=result,
-        saved_at=doc["at"],
-        key_parts=parts if isinstance(parts, dict) else None,
-        serializer=doc["ser"],
-        digest=doc["digest"],
-        size=doc.get("size", 0) if isinstance(doc.get("size"), int) else 0,
-    )
-
-
-def _legacy(task: str, data: bytes, origin: str) -> Checkpoint | None:
-    """A checkpoint of asyncflow 0.1 (``<task>.json``), or ``None`` with a warning if corrupted."""
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("task") != task:
-            raise ValueError("not a checkpoint of this task")
-        if not isinstance(doc.get("cache_key"), str) or not isinstance(doc.get("saved_at"), int | float):
-            raise ValueError("cache_key or saved_at is missing or has the wrong type")
-        text = json.dumps(doc["result"], ensure_ascii=False).encode()
-    except (ValueError, KeyError, RecursionError, TypeError) as exc:
-        _warn_corrupt(task, origin, exc)
-        return None
-    return Checkpoint(
-        task=task,
-        cache_key=doc["cache_key"],
-        result=doc["result"],
-        saved_at=doc["saved_at"],
-        key_parts=doc.get("key_parts") if isinstance(doc.get("key_parts"), dict) else None,
-        digest=hashlib.sha256(text).hexdigest(),
-        size=len(text),
-    )
-
-
-def _warn_corrupt(task: str, origin: str, exc: BaseException) -> None:
-    why = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
-    if isinstance(exc, RecursionError):
-        why = "nested too deeply"
-    logger.warning("checkpoint {} of task {!r} is corrupted ({}); treating it as missing", origin, task, why)
-
-
-def _encode(task: str, result: Any, serializer: Serializer) -> tuple[bytes, str]:
-    """``(serialized bytes, hex digest)`` of ``result``; what ``dumps`` raises propagates."""
-    data = serializer.dumps(result)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"serializer {serializer.name!r} returned {type(data).__name__}, not bytes")
-    return bytes(data) if isinstance(data, bytearray) else data, hashlib.sha256(data).hexdigest()
 
 
 class FileStore:
@@ -457,6 +290,57 @@ class FileStore:
             await self._commit(line, doc, dirsync)
         return _checkpoint(doc, value)
 
+    def stage(
+        self,
+        task: str,
+        cache_key: str,
+        result: Any,
+        *,
+        key_parts: Mapping[str, Any] | None = None,
+        serializer: Serializer = JSON,
+    ) -> Checkpoint | None:
+        """Queue a small JSON result's journal line without waiting; :meth:`commit` makes it durable.
+
+        The runner's fast path: a task whose checkpoint is staged is reported succeeded
+        only after a :meth:`commit` that began after this call has returned. Returns the
+        checkpoint as it will load back, or ``None`` (nothing staged) when the result
+        needs I/O of its own (another serializer, more than :data:`INLINE_LIMIT` bytes)
+        or the store has not been read or created yet: then use :meth:`save`.
+
+        Raises:
+            Exception: as :meth:`save`, for a result the serializer cannot encode.
+        """
+        if serializer.name != JSON.name or self._docs is None or not self._made:
+            return None
+        data, digest = _encode(task, result, serializer)
+        if len(data) > INLINE_LIMIT:
+            return None
+        saved_at = time.time()
+        head = _record(task, cache_key, key_parts, serializer.name, digest, len(data), saved_at)
+        doc: dict[str, Any] = {
+            "task": task,
+            "key": cache_key,
+            "at": saved_at,
+            "ser": serializer.name,
+            "digest": digest,
+            "size": len(data),
+            "result": serializer.loads(data),
+        }
+        if key_parts is not None:
+            doc["parts"] = dict(key_parts)
+        self._pending.append(head.encode() + b', "result": ' + data + b"}\n")
+        self._pending_docs.append(doc)
+        return _checkpoint(doc, doc["result"])
+
+    async def commit(self) -> None:
+        """Return once every line staged before this call is durable (shielded).
+
+        Raises:
+            OSError: the journal could not be written; the staged checkpoints are lost.
+        """
+        with anyio.CancelScope(shield=True):
+            await self._commit(None, None, False)
+
     async def delete(self, task: str) -> None:
         """See :meth:`CheckpointStore.delete`."""
         docs = self._docs if self._docs is not None else await self._open()
@@ -482,10 +366,11 @@ class FileStore:
                     raise
             await anyio.sleep(delay)
 
-    async def _commit(self, line: bytes, doc: dict[str, Any], dirsync: bool) -> None:
+    async def _commit(self, line: bytes | None, doc: dict[str, Any] | None, dirsync: bool) -> None:
         """Append ``line`` in the current batch; return once that batch is durable."""
-        self._pending.append(line)
-        self._pending_docs.append(doc)
+        if line is not None and doc is not None:
+            self._pending.append(line)
+            self._pending_docs.append(doc)
         self._dirsync = self._dirsync or dirsync
         mine = self._batch
         while self._durable < mine and mine not in self._failed:
@@ -511,7 +396,9 @@ class FileStore:
             if dirsync:
                 await anyio.to_thread.run_sync(fsync_directory, self.directory, limiter=self._limiter())
             data = b"".join(batch)
-            if self._rewrite:
+            if not batch:
+                pass  # what was staged went out with an earlier batch: durable already
+            elif self._rewrite:
                 await self._compact(data, docs)
             else:
                 self._valid = await append_durably(self.journal, data, limiter=self._limiter())
@@ -551,69 +438,3 @@ def _legacy_names(folder: Path) -> frozenset[str]:
         return frozenset(name[:-5] for name in os.listdir(folder) if name.endswith(".json"))
     except (FileNotFoundError, NotADirectoryError):
         return frozenset()
-
-
-class MemoryStore:
-    """Checkpoints kept in memory; nothing touches the disk.
-
-    ``texts`` maps task names to the journal line (JSON text) of their checkpoint and may
-    be edited by tests (to corrupt a checkpoint, say); the bytes of results that are not
-    inline JSON are in ``blobs``.
-    """
-
-    def __init__(self) -> None:
-        self.texts: dict[str, str] = {}
-        self.blobs: dict[str, bytes] = {}
-
-    async def load(self, task: str, serializer: Serializer = JSON) -> Checkpoint | None:
-        """See :meth:`CheckpointStore.load`."""
-        await anyio.lowlevel.checkpoint()
-        text = self.texts.get(task)
-        if text is None:
-            return None
-        doc = _parse(text.encode())
-        if doc is None or doc["task"] != task or doc.get("deleted"):
-            _warn_corrupt(task, f"memory:{task}", ValueError("not a checkpoint of this task"))
-            return None
-        if doc["ser"] != serializer.name:
-            return _checkpoint(doc, None)
-        if "result" in doc:
-            return _checkpoint(doc, doc["result"])
-        try:
-            value = serializer.loads(self.blobs[task])
-        except Exception as exc:
-            _warn_corrupt(task, f"memory:{task}", exc)
-            return None
-        return _checkpoint(doc, value)
-
-    async def save(
-        self,
-        task: str,
-        cache_key: str,
-        result: Any,
-        *,
-        key_parts: Mapping[str, Any] | None = None,
-        serializer: Serializer = JSON,
-    ) -> Checkpoint:
-        """See :meth:`CheckpointStore.save`."""
-        data, digest = _encode(task, result, serializer)
-        del result
-        head = _record(task, cache_key, key_parts, serializer.name, digest, len(data), time.time())
-        if serializer.name == JSON.name:
-            text = head + ', "result": ' + data.decode() + "}"
-            self.blobs.pop(task, None)
-        else:
-            text = head + ', "file": "memory"}'
-            self.blobs[task] = data
-        doc = _parse(text.encode())
-        assert doc is not None
-        value = serializer.loads(data) if "file" in doc else doc["result"]
-        await anyio.lowlevel.checkpoint()
-        self.texts[task] = text
-        return _checkpoint(doc, value)
-
-    async def delete(self, task: str) -> None:
-        """See :meth:`CheckpointStore.delete`."""
-        await anyio.lowlevel.checkpoint()
-        self.texts.pop(task, None)
-        self.blobs.pop(task, None)
