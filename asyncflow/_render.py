@@ -237,8 +237,10 @@ def _json_value(value: Any) -> tuple[bool, Any]:
 def run_json(result: RunResult, log_file: Path | None = None) -> dict[str, Any]:
     """``--json``: the run summary, with one entry per task in definition order.
 
-    A task's ``result`` is included only when it is strict JSON (a result that is not
-    leaves the key out); ``error`` is ``{"type", "message"}`` or ``None``.
+    A task's ``result`` is included only when it is strict JSON; a result that is not
+    gives ``result_type`` (its class's qualified name) and ``result_size`` (the bytes of
+    its checkpoint, or ``null`` when it was not checkpointed) instead. ``error`` is
+    ``{"type", "message"}`` or ``None``.
     """
     ok_params, params = _json_value(dict(result.params))
     tasks = {}
@@ -259,6 +261,9 @@ def run_json(result: RunResult, log_file: Path | None = None) -> dict[str, Any]:
             serializable, value = _json_value(run.result)
             if serializable:
                 entry["result"] = value
+            else:
+                entry["result_type"] = type(run.result).__qualname__
+                entry["result_size"] = run.result_size
         tasks[name] = entry
     return {
         "run_id": result.run_id,

@@ -36,6 +36,8 @@ class TaskRun:
             it is checkpointed; else ``None``.
         cache_key: its cache key (hex SHA-256) when the run used checkpoints, else ``None``.
         reason: why it was SKIPPED or CANCELLED, in words; else ``None``.
+        result_size: the size in bytes of its serialized result, when it was
+            checkpointed (or loaded from its checkpoint); else ``None``.
     """
 
     name: str
@@ -48,6 +50,7 @@ class TaskRun:
     result: Any = None
     cache_key: str | None = None
     reason: str | None = None
+    result_size: int | None = None
 
 
 class TaskRuns(Mapping[str, TaskRun]):
@@ -58,7 +61,7 @@ class TaskRuns(Mapping[str, TaskRun]):
 
     Args:
         index: ``{task name: position}`` in definition order.
-        states, attempts, started, finished, errors, results, keys, reasons: one entry per
+        states, attempts, started, finished, errors, results, keys, reasons, sizes: one entry per
             task, by position; ``started``/``finished`` on the event loop's clock.
         offset: added to the event loop's clock to get seconds since the Unix epoch.
     """
@@ -73,6 +76,7 @@ class TaskRuns(Mapping[str, TaskRun]):
         "_offset",
         "_reasons",
         "_results",
+        "_sizes",
         "_started",
         "states",
     )
@@ -90,12 +94,14 @@ class TaskRuns(Mapping[str, TaskRun]):
         keys: Sequence[str | None],
         reasons: Sequence[str | None],
         offset: float,
+        sizes: Sequence[int | None] | None = None,
     ) -> None:
         self._index = index
         self.states = states
         self._attempts, self._started, self._finished = attempts, started, finished
         self._errors, self._results, self._keys, self._reasons = errors, results, keys, reasons
         self._offset = offset
+        self._sizes = sizes
         self._cache: dict[int, TaskRun] = {}
 
     def __getitem__(self, name: str) -> TaskRun:
@@ -114,6 +120,7 @@ class TaskRuns(Mapping[str, TaskRun]):
                 result=self._results[i],
                 cache_key=self._keys[i],
                 reason=self._reasons[i],
+                result_size=None if self._sizes is None else self._sizes[i],
             )
         return run
 

@@ -180,6 +180,7 @@ class _Run:
         self.results: list[Any] = [None] * n
         self.keys: list[str | None] = [None] * n
         self.digests: list[str | None] = [None] * n  # result digests, for downstream keys
+        self.sizes: list[int | None] = [None] * n  # serialized result sizes, in bytes
         self.serializer = serializer
         # Group commit (a store with stage/commit, such as FileStore): checkpoints staged
         # by finished tasks, (node, checkpoint, key), waiting for the next commit.
@@ -355,6 +356,7 @@ class _Run:
             keys=self.keys,
             reasons=self.reasons,
             offset=wall0 - mono0,
+            sizes=self.sizes,
         )
         return RunResult(
             run_id=self.run_id,
@@ -474,6 +476,7 @@ class _Run:
                 return
             self.keys[i] = key.key
             self.digests[i] = saved.digest
+            self.sizes[i] = saved.size
             result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
 
@@ -497,6 +500,7 @@ class _Run:
                 for i, checkpoint, key in batch:
                     self.keys[i] = key.key
                     self.digests[i] = checkpoint.digest
+                    self.sizes[i] = checkpoint.size
                     self.succeed(i, checkpoint.result, TaskState.SUCCEEDED)
                 if self.ready:
                     self.spawn(len(self.ready))
@@ -507,6 +511,7 @@ class _Run:
         """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""
         self.keys[i] = checkpoint.cache_key
         self.digests[i] = checkpoint.digest
+        self.sizes[i] = checkpoint.size
         if self.listeners:
             self.emit(
                 TaskCached(
