@@ -30,3 +30,9 @@ def saved(workdir: Path, pipeline: str) -> dict[str, dict[str, Any]]:
         else:
             docs[doc["task"]] = doc
     return docs
+
+
+def append(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (a test planting a line in a journal)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from journal import journal_of, saved
+from journal import append, journal_of, saved
 
 import asyncflow
 from asyncflow import CheckpointError, FileStore, MemoryStore, Pipeline, TaskState
@@ -186,8 +186,7 @@ async def test_a_json_task_never_unpickles_a_file_planted_in_its_place(tmp_path:
         '{"task": "data", "key": "k", "at": 1.0, "ser": "pickle", "digest": "d", "size": 1, '
         '"file": "data.0000000000000000.pkl"}\n'
     )
-    with open(journal_of(tmp_path, "planted"), "a") as journal:
-        journal.write(line)
+    append(journal_of(tmp_path, "planted"), line)
     result = await p.run(workdir=tmp_path, log=False)
     assert result.tasks["data"].state is TaskState.SUCCEEDED and result.tasks["data"].result == [1]
     assert not marker.exists()
