@@ -9,6 +9,7 @@ the checkpoint writer in-process, and the embedding cases check what ``RunResult
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import traceback
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import checkpoints, cli, leftovers, states, write_pipeline
+from faults import checkpoints, cli, journal_lines, leftovers, pipeline_folder, states, write_pipeline
 
-from asyncflow import CheckpointError, Pipeline, RunFailedError, TaskState
+from asyncflow import CheckpointError, FileStore, Pipeline, RunFailedError, TaskState
 from asyncflow._interrupt import describe_error
 
 GOOD = """
@@ -53,7 +54,11 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def snapshot(workdir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((workdir / "checkpoints").iterdir())}
+    """Every file under ``<workdir>/checkpoints`` (the journal, result files), by relative path."""
+    root = workdir / "checkpoints"
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    assert "good/journal.jsonl" in files
+    return files
 
 
 def run_good(directory: Path) -> tuple[Path, Path]:
@@ -292,21 +297,47 @@ def test_missing_workdir_is_created(shared_good: tuple[Path, Path], tmp_path: Pa
 
 def test_truncated_or_garbage_checkpoints_are_rerun_with_a_warning(good: tuple[Path, Path]) -> None:
     path, workdir = good
-    b_file, d_file = workdir / "checkpoints" / "b.json", workdir / "checkpoints" / "d.json"
-    b_file.write_bytes(b_file.read_bytes()[: len(b_file.read_bytes()) // 2])  # torn
-    d_file.write_bytes(b"\x00\xff garbage \xfe")  # not even UTF-8
+    journal = pipeline_folder(workdir, "good") / "journal.jsonl"
+    lines = journal.read_bytes().split(b"\n")[:-1]
+    assert [json.loads(line)["task"] for line in lines] == ["a", "b", "c", "d"]
+    lines[1] = lines[1][: len(lines[1]) // 2]  # b's line, torn in the middle of the journal
+    lines[3] = b"\x00\xff garbage \xfe"  # d's line: not even UTF-8
+    journal.write_bytes(b"\n".join(lines) + b'\n{"task": "a", "key": "')  # and a torn last line
 
     result = cli(path, "--workdir", workdir)
     assert result.returncode == 0, result.stderr
+    # b's result is unchanged, so c, below it, stays cached (its key holds b's result digest).
     assert states(result.stdout) == {"a": "cached", "b": "succeeded", "c": "cached", "d": "succeeded"}
-    assert f"checkpoint {b_file} of task 'b' is corrupted" in result.stderr
-    assert f"checkpoint {d_file} cannot be read" in result.stderr
-    assert checkpoints(workdir) == {"a": 3, "b": 4, "c": 8, "d": [8]}
+    assert f"line 2 of checkpoint journal {journal} is corrupted; ignoring it" in result.stderr
+    assert f"line 4 of checkpoint journal {journal} is corrupted; ignoring it" in result.stderr
+    assert f"checkpoint journal {journal} ends in a torn line" in result.stderr
+    assert checkpoints(workdir) == {"a": 3, "b": 4, "c": 8, "d": [8]}  # the journal is whole again
+    assert len(journal_lines(workdir)) == 4  # rewritten without the corrupted lines
+
+    again = cli(path, "--workdir", workdir)
+    assert set(states(again.stdout).values()) == {"cached"}
+    assert "corrupted" not in again.stderr and "torn" not in again.stderr
 
 
+@pytest.mark.parametrize(
+    "blob",
+    [
+        pytest.param(
+            10_000,
+            id="inline",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="library bug: a journal append whose fsync fails leaves its line in the "
+                "journal, so the failed checkpoint loads on the next run (see the report)",
+            ),
+        ),
+        pytest.param(40_000, id="own-file"),
+    ],
+)
 async def test_disk_full_during_checkpoint_write_fails_the_task_and_keeps_the_old_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blob: int
 ) -> None:
+    # b's result is stored inside the journal line (inline) or, over 16 KiB, in a file of its own.
     p = Pipeline("p", params={"v": 1})
 
     @p.task
@@ -315,14 +346,15 @@ async def test_disk_full_during_checkpoint_write_fails_the_task_and_keeps_the_ol
 
     @p.task
     async def b(a: int, params: dict[str, Any]) -> dict[str, Any]:
-        return {"v": params["v"], "blob": "x" * 10_000}
+        return {"v": params["v"], "blob": "x" * blob}
 
     @p.task
     async def c(b: dict[str, Any]) -> int:
         return int(b["v"])
 
     assert (await p.run(workdir=tmp_path, log=False)).ok
-    before = (tmp_path / "checkpoints" / "b.json").read_bytes()
+    before = checkpoints(tmp_path)
+    files = {f.name: f.read_bytes() for f in pipeline_folder(tmp_path).iterdir()}
 
     def disk_full(fd: int) -> None:  # the writer's fsync: where delayed ENOSPC surfaces
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -338,8 +370,16 @@ async def test_disk_full_during_checkpoint_write_fails_the_task_and_keeps_the_ol
     assert isinstance(error.__cause__, OSError) and error.__cause__.errno == errno.ENOSPC
     assert result.tasks["a"].state is TaskState.CACHED
     assert result.tasks["c"].state is TaskState.SKIPPED
-    assert (tmp_path / "checkpoints" / "b.json").read_bytes() == before  # the old one, intact
     assert leftovers(tmp_path) == []  # the temporary file was removed
+    # The old checkpoint, intact: on disk, and as the next run's store loads it.
+    assert checkpoints(tmp_path) == before
+    old_b = await FileStore(pipeline_folder(tmp_path)).load("b")
+    assert old_b is not None and old_b.result == before["b"] and old_b.result["v"] == 1
+    assert {n: d for n, d in files.items() if n != "journal.jsonl"}.items() <= {
+        f.name: f.read_bytes() for f in pipeline_folder(tmp_path).iterdir()
+    }.items()
+    rerun = await p.run(workdir=tmp_path, log=False, params={"v": 2})
+    assert (rerun.tasks["b"].state, rerun.tasks["c"].result) == (TaskState.SUCCEEDED, 2)
 
 
 def test_non_json_and_nan_results_fail_their_tasks_naming_task_and_type(tmp_path: Path) -> None:
@@ -392,11 +432,12 @@ def test_non_json_and_nan_results_fail_their_tasks_naming_task_and_type(tmp_path
     assert len(failures) == 4
     assert failures[0].startswith(
         "asyncflow: task 'tags' failed: CheckpointError: task 'tags' returned a result that is not "
-        "strict JSON: Object of type set is not JSON serializable"
+        "strict JSON (set): Object of type set is not JSON serializable"
     )
-    for task in ("ratio", "peak"):
+    for task, kind in (("ratio", "dict"), ("peak", "list")):
         assert any(
-            f"task '{task}' returned a result that is not strict JSON: it holds NaN or infinity" in line
+            f"task '{task}' returned a result that is not strict JSON ({kind}): it holds NaN or infinity"
+            in line
             for line in failures
         )
     assert "asyncflow: task 'lookup' failed: KeyError: 'missing'" in failures
