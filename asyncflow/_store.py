@@ -41,8 +41,10 @@ journal does not know yet; a task's next save supersedes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -115,6 +117,7 @@ class FileStore:
         self._valid = 0  # bytes of the journal up to its last whole line
         self._rewrite = False  # compact (or cut a torn tail) at the next flush
         self._made = False
+        self._bad: set[str] = set()  # result files that failed to load: rewrite, never reuse
         # Group commit: lines waiting for the next flush, and which batches are durable.
         self._pending: list[bytes] = []
         self._pending_docs: list[dict[str, Any]] = []
@@ -141,15 +144,21 @@ class FileStore:
             return _checkpoint(doc, None)
         if "result" in doc:
             return _checkpoint(doc, doc["result"])
-        path = self.directory / doc["file"]
+        path = self.path(task, serializer, doc["digest"])
+        if doc["file"] != path.name:  # only the file its own name and digest give, never another
+            _warn_corrupt(task, str(self.journal), ValueError(f"it names another file, {doc['file']!r}"))
+            return None
         try:
             data = await self._read(path, task)
         except FileNotFoundError:
             logger.warning("checkpoint file {} of task {!r} is missing; treating it as missing", path, task)
             return None
         try:
+            if len(data) != doc.get("size", len(data)):
+                raise ValueError(f"it has {len(data)} bytes, not {doc.get('size')}")
             value = serializer.loads(data)
         except Exception as exc:
+            self._bad.add(path.name)  # the rerun's save must replace it, same name or not
             _warn_corrupt(task, str(path), exc)
             return None
         return _checkpoint(doc, value)
@@ -354,8 +363,13 @@ class FileStore:
                 self._legacy_names = self._legacy_names - {task}
 
     async def _write_file(self, path: Path, data: bytes, task: str) -> None:
-        if await anyio.Path(path).exists():  # same content, same name: already durable
-            return
+        if path.name not in self._bad:
+            try:
+                if (await anyio.Path(path).stat()).st_size == len(data):
+                    return  # same content, same name: already durable
+            except FileNotFoundError:
+                pass
+        self._bad.discard(path.name)
         for delay in (*_RETRY_DELAYS, None):
             try:
                 async with self._limiter_files():
@@ -411,6 +425,13 @@ class FileStore:
             self._durable = number
         except OSError as exc:
             self._failed[number] = exc
+            # The batch may be half-written: cut it off, and rewrite the journal at the
+            # next flush in case the cut did not reach the disk either.
+            self._rewrite = True
+            with contextlib.suppress(OSError):
+                await anyio.to_thread.run_sync(
+                    os.truncate, self.journal, self._valid, limiter=self._limiter()
+                )
         finally:
             self._flushing = False
             flushed, self._flushed = self._flushed, None
@@ -426,10 +447,23 @@ class FileStore:
         text = b"".join(_line(doc) for doc in live.values()) + data
         await write_bytes_atomic(self.journal, text, sync_directory=True, limiter=self._limiter())
         self._valid, self._lines, self._rewrite = len(text), len(live) + len(docs), False
+        named = {doc["file"] for doc in (*live.values(), *docs) if "file" in doc}
+        await anyio.to_thread.run_sync(_remove_unnamed, self.directory, named, limiter=self._limiter())
 
 
 def _line(doc: Mapping[str, Any]) -> bytes:
     return (json.dumps(doc, ensure_ascii=False, separators=(", ", ": ")) + "\n").encode()
+
+
+_RESULT_FILE = re.compile(r"[^.]+\.[0-9a-f]{16}\.[^.]+")
+
+
+def _remove_unnamed(folder: Path, named: set[str]) -> None:
+    """Delete the result files in ``folder`` that no live journal line names (superseded)."""
+    for name in os.listdir(folder):
+        if name not in named and _RESULT_FILE.fullmatch(name):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
 
 
 def _legacy_names(folder: Path) -> frozenset[str]:

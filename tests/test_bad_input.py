@@ -322,15 +322,7 @@ def test_truncated_or_garbage_checkpoints_are_rerun_with_a_warning(good: tuple[P
 @pytest.mark.parametrize(
     "blob",
     [
-        pytest.param(
-            10_000,
-            id="inline",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="library bug: a journal append whose fsync fails leaves its line in the "
-                "journal, so the failed checkpoint loads on the next run (see the report)",
-            ),
-        ),
+        pytest.param(10_000, id="inline"),
         pytest.param(40_000, id="own-file"),
     ],
 )

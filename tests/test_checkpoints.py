@@ -526,7 +526,9 @@ _NO_FILE = (
             id="nested-too-deeply",
         ),
         pytest.param(
-            lambda line, other: _edited(line, result=None, file="numbers.0123456789abcdef.json"),
+            lambda line, other: _edited(
+                line, result=None, file="numbers.0123456789abcdef.json", digest="0123456789abcdef" + "0" * 48
+            ),
             _NO_FILE,
             id="names-a-missing-file",
         ),
@@ -908,11 +910,6 @@ async def test_journal_survives_a_torn_last_line_and_the_next_save_is_readable(
     assert warnings_logged == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a failed journal append leaves its partial line in the journal and the "
-    "next append is glued to it, so a save reported durable does not load (see the report)",
-)
 async def test_a_failed_append_spoils_neither_the_old_checkpoint_nor_the_next_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -940,11 +937,6 @@ async def test_a_failed_append_spoils_neither_the_old_checkpoint_nor_the_next_sa
     assert u is not None and u.result == "saved after the disk was freed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: load() opens whatever path a journal line's 'file' names, even outside the "
-    "store's folder, instead of only <task>.<digest16><suffix> beside the journal (see the report)",
-)
 @pytest.mark.parametrize(
     "name",
     [
@@ -1049,20 +1041,7 @@ async def test_a_corrupted_result_file_is_treated_as_missing(
 
 @pytest.mark.parametrize(
     "corrupt",
-    [
-        pytest.param(
-            *param.values[:1],
-            id=param.id,
-            marks=[]
-            if param.id == "deleted"
-            else pytest.mark.xfail(
-                strict=True,
-                reason="library bug: a save whose result file already exists keeps it unread, so a "
-                "corrupted file is never replaced and the task re-runs on every run (see the report)",
-            ),
-        )
-        for param in _FILE_CORRUPTIONS
-    ],
+    [pytest.param(*param.values[:1], id=param.id) for param in _FILE_CORRUPTIONS],
 )
 async def test_the_rerun_replaces_a_corrupted_result_file(
     tmp_path: Path, corrupt: Callable[[Path], object]
