@@ -24,6 +24,7 @@ example; the backend is a pytest parameter.
 from __future__ import annotations
 
 import functools
+import json
 import random
 import tempfile
 import threading
@@ -253,8 +254,13 @@ def stored(store: CheckpointStore, directory: Path) -> set[str]:
     if isinstance(store, MemoryStore):
         return set(store.texts)
     files = {p.name for p in directory.iterdir()} if directory.exists() else set()
-    assert all(f.endswith(".json") and not f.startswith(".") for f in files), files  # no leftovers
-    return {f[: -len(".json")] for f in files}
+    assert files <= {"journal.jsonl"}, files  # no leftovers (no temporary files)
+    live: set[str] = set()
+    if files:
+        for line in (directory / "journal.jsonl").read_bytes().splitlines():
+            doc = json.loads(line)  # every line is whole
+            (live.discard if doc.get("deleted") else live.add)(doc["task"])
+    return live
 
 
 def check_run(spec: Spec, events: list[Event], journal: Journal, result: RunResult | None) -> dict[str, str]:
