@@ -35,6 +35,7 @@ from loguru import logger
 from . import __version__
 from . import _history as history
 from ._dask import DaskExecutor
+from ._dist import install_hint
 from ._errors import (
     ExecutorError,
     MissingCheckpointError,
@@ -173,15 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("asyncio", "trio"),
         default="asyncio",
-        help="the anyio event loop backend (default: asyncio)",
+        help=f"the anyio event loop backend (default: asyncio); trio needs {install_hint('trio')}",
     )
     parser.add_argument(
         "--executor",
         choices=EXECUTOR_NAMES,
         help="where plain def tasks compute: local (worker threads; the default), processes "
         "(a pool of local worker processes, one per CPU), dask (a Dask cluster: the one at "
-        "--dask-address, else a local cluster started for the run; needs pip install "
-        "'.[dask]' from a checkout, and --backend asyncio). Coroutine tasks always run on the event "
+        f"--dask-address, else a local cluster started for the run; needs {install_hint('dask')} "
+        "and --backend asyncio). Coroutine tasks always run on the event "
         "loop, and tasks declared executor='local' in worker threads",
     )
     parser.add_argument(
@@ -310,7 +311,8 @@ def _import_failure(spec: str, exc: BaseException) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if "importlib" not in frame.filename and not frame.filename.startswith("<frozen")
+        if "importlib" not in frame.filename
+        and not frame.filename.startswith("<frozen")
         and not os.path.abspath(frame.filename).startswith(package)
     ]
     error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -463,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             EXIT_USAGE,
         )
     try:
+        _check_backend(args.backend)
         module = load_module(args.module)
         pipeline = find_pipeline(module, args.pipeline)
         params = pipeline.resolve_params(parse_params(args.param, pipeline))
@@ -582,6 +585,18 @@ def _executor(args: argparse.Namespace) -> Executor | None:
             _check_dask_address(args.dask_address)
         return DaskExecutor(address=args.dask_address)
     return resolve_executor(name)
+
+
+def _check_backend(backend: str) -> None:
+    """Raise :class:`UsageError` when ``--backend trio`` is asked for and trio is not installed."""
+    if backend != "trio":
+        return
+    try:
+        import trio  # noqa: F401  (the run imports it anyway)
+    except ImportError:
+        raise UsageError(
+            f"--backend trio needs trio, which is not installed: {install_hint('trio')}"
+        ) from None
 
 
 def _check_dask_address(address: str) -> None:
