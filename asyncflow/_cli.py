@@ -34,6 +34,7 @@ from loguru import logger
 
 from . import __version__
 from . import _history as history
+from . import _otel_cli as otel_cli
 from ._dask import DaskExecutor
 from ._dist import install_hint
 from ._errors import (
@@ -43,6 +44,7 @@ from ._errors import (
     UnknownDependencyError,
     WorkdirLockedError,
 )
+from ._events import Listener
 from ._executors import EXECUTOR_NAMES, Executor, resolve_executor
 from ._graph import Graph
 from ._interrupt import (
@@ -241,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-json", action="store_true", help="write the console log to stderr as JSON lines"
     )
     history.add_arguments(parser)
+    otel_cli.add_arguments(parser)
     parser.add_argument("--version", action="version", version=f"asyncflow {__version__}")
     return parser
 
@@ -473,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         selected = _selection(args, graph)
         executor = _executor(args)
         pools = parse_pools(args.pool, graph)
+        tracing = _tracing(args)
     except (UsageError, PipelineDefinitionError) as exc:
         _fail(str(exc), EXIT_USAGE)
     if args.list or args.graph or args.dry_run:
@@ -516,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_id=run_id,
                 only=selected,
                 executor=executor,
-                listeners=[tracker] if display is None else [tracker, display],
+                listeners=[tracker, *tracing] if display is None else [tracker, display, *tracing],
                 record=recorder,
                 pools=pools,
                 lock=args.lock,
@@ -597,6 +601,20 @@ def _check_backend(backend: str) -> None:
         raise UsageError(
             f"--backend trio needs trio, which is not installed: {install_hint('trio')}"
         ) from None
+
+
+def _tracing(args: argparse.Namespace) -> list[Listener]:
+    """The OpenTelemetry listener that ``--otel`` asks for (``[]`` without it).
+
+    Raises:
+        UsageError: its packages are missing or ``OTEL_*`` names an unsupported protocol.
+    """
+    if not args.otel:
+        return []
+    try:
+        return [otel_cli.otlp_listener()]
+    except otel_cli.OtelSetupError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_dask_address(address: str) -> None:
