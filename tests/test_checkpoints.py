@@ -401,7 +401,7 @@ async def test_param_change_invalidates_tasks_that_declare_params(tmp_path: Path
     p = Pipeline("p", params={"n": 1})
 
     @p.task
-    async def scaled(params: dict) -> int:
+    async def scaled(params: dict[str, Any]) -> int:
         calls["scaled"] += 1
         return 10 * int(params["n"])
 

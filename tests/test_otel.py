@@ -53,7 +53,7 @@ def parent_id(span: ReadableSpan) -> int | None:
 
 def span_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 def flaky_pipeline() -> asyncflow.Pipeline:
@@ -98,7 +98,8 @@ async def test_span_tree_attributes_links_and_retries(
     assert parent_id(fetch) == parent_id(total) == span_id(run)
     assert [parent_id(a) for a in spans["attempt total"]] == [span_id(total)] * 2
     assert parent_id(spans["attempt fetch"][0]) == span_id(fetch)
-    assert {s.context.trace_id for s in exporter.get_finished_spans() if s.context} == {run.context.trace_id}  # type: ignore[union-attr]
+    assert run.context is not None
+    assert {s.context.trace_id for s in exporter.get_finished_spans() if s.context} == {run.context.trace_id}
 
     assert [link.context.span_id for link in total.links] == [span_id(fetch)]
     assert attrs(run) == {
