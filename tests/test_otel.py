@@ -251,3 +251,10 @@ def test_import_without_the_api_names_the_extra() -> None:
     assert done.returncode == 0, done.stderr
     assert "asyncflow.otel needs the opentelemetry-api package" in done.stdout
     assert "pip install 'asyncflow-dag[otel]'" in done.stdout
+
+
+def test_public_names_are_exactly_these() -> None:
+    import asyncflow.otel as otel
+
+    assert otel.__all__ == ["INSTRUMENTATION_NAME", "OpenTelemetryListener"]
+    assert OpenTelemetryListener.__doc__ and "tracer_provider" in OpenTelemetryListener.__doc__

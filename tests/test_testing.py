@@ -209,3 +209,24 @@ def test_assert_failed_returns_the_error_and_checks_attempts() -> None:
         assert_failed(result, "fetch", attempts=3)
     with pytest.raises(AssertionError, match=r"has no task 'nope' \(tasks: fetch, use\)"):
         assert_succeeded(result, "nope")
+
+
+def test_public_names_are_exactly_these_and_documented() -> None:
+    import asyncflow.testing as testing
+
+    assert testing.__all__ == [
+        "PipelineRunner",
+        "VirtualTimeEventLoop",
+        "assert_cached",
+        "assert_cancelled",
+        "assert_failed",
+        "assert_skipped",
+        "assert_succeeded",
+        "replace_task",
+        "replaced",
+        "run_pipeline",
+        "virtual_time_backends",
+        "virtual_time_options",
+    ]
+    for name in testing.__all__:
+        assert getattr(testing, name).__doc__, name
