@@ -34,7 +34,9 @@ from loguru import logger
 
 from . import __version__
 from . import _history as history
+from . import _otel_cli as otel_cli
 from ._dask import DaskExecutor
+from ._dist import install_hint
 from ._errors import (
     ExecutorError,
     MissingCheckpointError,
@@ -42,6 +44,7 @@ from ._errors import (
     UnknownDependencyError,
     WorkdirLockedError,
 )
+from ._events import Listener
 from ._executors import EXECUTOR_NAMES, Executor, resolve_executor
 from ._graph import Graph
 from ._interrupt import (
@@ -172,15 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("asyncio", "trio"),
         default="asyncio",
-        help="the anyio event loop backend (default: asyncio)",
+        help=f"the anyio event loop backend (default: asyncio); trio needs {install_hint('trio')}",
     )
     parser.add_argument(
         "--executor",
         choices=EXECUTOR_NAMES,
         help="where plain def tasks compute: local (worker threads; the default), processes "
         "(a pool of local worker processes, one per CPU), dask (a Dask cluster: the one at "
-        "--dask-address, else a local cluster started for the run; needs pip install "
-        "'.[dask]' from a checkout, and --backend asyncio). Coroutine tasks always run on the event "
+        f"--dask-address, else a local cluster started for the run; needs {install_hint('dask')} "
+        "and --backend asyncio). Coroutine tasks always run on the event "
         "loop, and tasks declared executor='local' in worker threads",
     )
     parser.add_argument(
@@ -239,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-json", action="store_true", help="write the console log to stderr as JSON lines"
     )
     history.add_arguments(parser)
+    otel_cli.add_arguments(parser)
     parser.add_argument("--version", action="version", version=f"asyncflow {__version__}")
     return parser
 
@@ -463,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             EXIT_USAGE,
         )
     try:
+        _check_backend(args.backend)
         module = load_module(args.module)
         pipeline = find_pipeline(module, args.pipeline)
         params = pipeline.resolve_params(parse_params(args.param, pipeline))
@@ -470,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         selected = _selection(args, graph)
         executor = _executor(args)
         pools = parse_pools(args.pool, graph)
+        tracing = _tracing(args)
     except (UsageError, PipelineDefinitionError) as exc:
         _fail(str(exc), EXIT_USAGE)
     if args.list or args.graph or args.dry_run:
@@ -513,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_id=run_id,
                 only=selected,
                 executor=executor,
-                listeners=[tracker] if display is None else [tracker, display],
+                listeners=[tracker, *tracing] if display is None else [tracker, display, *tracing],
                 record=recorder,
                 pools=pools,
                 lock=args.lock,
@@ -582,6 +588,32 @@ def _executor(args: argparse.Namespace) -> Executor | None:
             _check_dask_address(args.dask_address)
         return DaskExecutor(address=args.dask_address)
     return resolve_executor(name)
+
+
+def _check_backend(backend: str) -> None:
+    """Raise :class:`UsageError` when ``--backend trio`` is asked for and trio is not installed."""
+    if backend != "trio":
+        return
+    try:
+        import trio  # noqa: F401  (the run imports it anyway)
+    except ImportError:
+        raise UsageError(
+            f"--backend trio needs trio, which is not installed: {install_hint('trio')}"
+        ) from None
+
+
+def _tracing(args: argparse.Namespace) -> list[Listener]:
+    """The OpenTelemetry listener that ``--otel`` asks for (``[]`` without it).
+
+    Raises:
+        UsageError: its packages are missing or ``OTEL_*`` names an unsupported protocol.
+    """
+    if not args.otel:
+        return []
+    try:
+        return [otel_cli.otlp_listener()]
+    except otel_cli.OtelSetupError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_dask_address(address: str) -> None:

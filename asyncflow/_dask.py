@@ -1,8 +1,8 @@
 """The Dask executor: plain ``def`` tasks computed on a Dask cluster.
 
-The optional dependencies (``pip install '.[dask]'`` in a checkout of asyncflow: ``dask`` and
-``distributed``) are imported when a run opens the executor, never when asyncflow is
-imported.
+The optional dependencies (``pip install 'asyncflow-dag[dask]'``, or ``pip install -e
+'.[dask]'`` in a checkout: ``dask`` and ``distributed``) are imported when a run opens the
+executor, never when asyncflow is imported.
 
 Per run, :meth:`DaskExecutor.open` connects one ``distributed.Client(asynchronous=True)``
 on the run's own asyncio event loop, to the scheduler at ``address`` or to a
@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import anyio
 
+from ._dist import install_hint
 from ._errors import ExecutorError
 from ._executors import Submit, dump_call, load_result, remote_error, run_pickled
 from ._task import Task
@@ -51,7 +52,7 @@ _WHERE = "the Dask workers"
 class DaskExecutor:
     """Run plain ``def`` tasks on a Dask cluster (CLI ``--executor dask [--dask-address]``).
 
-    Needs ``pip install '.[dask]'`` (in a checkout) and the asyncio backend. The workers must be
+    Needs ``pip install 'asyncflow-dag[dask]'`` and the asyncio backend. The workers must be
     able to import the task functions' modules (a ``LocalCluster`` started here inherits
     this process's ``sys.path``) and asyncflow itself. Functions and arguments travel with
     cloudpickle, results with :mod:`pickle`.
@@ -113,7 +114,7 @@ class DaskExecutor:
         except ImportError as exc:
             raise ExecutorError(
                 f"the Dask executor needs the optional dependencies dask and distributed ({exc}); "
-                "install them with: pip install '.[dask]' in a checkout of asyncflow"
+                f"install them with: {install_hint('dask')}"
             ) from exc
 
         cluster: Any = None

@@ -15,15 +15,18 @@ from pathlib import Path
 
 import anyio
 
-from ._files import write_text_atomic
+from ._chrome_trace import chrome_trace
+from ._files import dumps_json, write_text_atomic
 from ._records import RECORD_FILE, RunRecord, list_records, read_record
 from ._timeline import render_timeline
 
-__all__ = ["RUNS_SHOWN", "add_arguments", "format_run", "format_runs", "main", "wanted"]
+__all__ = ["RUNS_SHOWN", "TIMELINE_FORMATS", "add_arguments", "format_run", "format_runs", "main", "wanted"]
 
 RUNS_SHOWN = 20
 """How many runs ``--runs`` lists (the newest)."""
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+TIMELINE_FORMATS = ("html", "chrome-trace")
+"""The formats of ``--timeline --format``."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,13 +55,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         type=Path,
         metavar="FILE",
-        help="with --timeline: the HTML file to write (default: <workdir>/runs/<run id>/timeline.html)",
+        help="with --timeline: the file to write (default: <workdir>/runs/<run id>/timeline.html, "
+        "or timeline.trace.json with --format chrome-trace)",
+    )
+    group.add_argument(
+        "--format",
+        choices=TIMELINE_FORMATS,
+        help="with --timeline: html (default; the Gantt page) or chrome-trace (Chrome "
+        "trace-event JSON, ts in microseconds, for https://ui.perfetto.dev or chrome://tracing; "
+        "for runs too large for the HTML page)",
     )
 
 
 def wanted(args: argparse.Namespace) -> bool:
     """True when the command line asks for one of these views (or for ``--output``)."""
-    return bool(args.runs or args.show_run is not None or args.timeline is not None or args.output)
+    return bool(
+        args.runs
+        or args.show_run is not None
+        or args.timeline is not None
+        or args.output
+        or args.format is not None
+    )
 
 
 class _Error(Exception):
@@ -77,11 +94,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.module is not None:
             option = "--runs" if args.runs else "--show-run" if args.show_run is not None else "--timeline"
-            if args.output and args.timeline is None and not args.runs and args.show_run is None:
-                raise _Error("--output goes with --timeline RUN_ID")
+            if args.timeline is None and not args.runs and args.show_run is None:
+                raise _Error(f"{'--output' if args.output else '--format'} goes with --timeline RUN_ID")
             raise _Error(f"{option} reads recorded runs and takes no MODULE (got {args.module!r})")
         if args.output and args.timeline is None:
             raise _Error("--output goes with --timeline RUN_ID")
+        if args.format is not None and args.timeline is None:
+            raise _Error("--format goes with --timeline RUN_ID")
         workdir: Path = args.workdir
         if args.runs:
             records = anyio.run(list_records, workdir)
@@ -91,10 +110,13 @@ def main(args: argparse.Namespace) -> int:
         if args.show_run is not None:
             print(format_run(record))
             return EXIT_OK
-        output = args.output or workdir / "runs" / record.run_id / "timeline.html"
+        chrome = args.format == "chrome-trace"
+        default_name = "timeline.trace.json" if chrome else "timeline.html"
+        output = args.output or workdir / "runs" / record.run_id / default_name
+        text = dumps_json(chrome_trace(record)) + "\n" if chrome else render_timeline(record)
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            anyio.run(write_text_atomic, output, render_timeline(record))
+            anyio.run(write_text_atomic, output, text)
         except OSError as exc:
             raise _Error(
                 f"cannot write the timeline to {str(output)!r}: {exc.strerror or exc}", EXIT_FAILED

@@ -50,6 +50,7 @@ from typing import Any, Literal
 import anyio
 from loguru import logger
 
+from ._dist import DISTRIBUTION
 from ._events import (
     AttemptFailed,
     Event,
@@ -634,7 +635,11 @@ def _static_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             return "unknown"
 
-    return {"asyncflow": version("asyncflow"), "python": platform.python_version(), "anyio": version("anyio")}
+    return {
+        "asyncflow": version(DISTRIBUTION),
+        "python": platform.python_version(),
+        "anyio": version("anyio"),
+    }
 
 
 def _backend() -> str:

@@ -12,6 +12,7 @@ import textwrap
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -271,7 +272,7 @@ def _two_step(calls: Counter[str]) -> asyncflow.Pipeline:
     p = asyncflow.Pipeline("two_step", params={"base": 1})
 
     @p.task
-    async def first(params: dict) -> int:
+    async def first(params: dict[str, Any]) -> int:
         calls["first"] += 1
         await anyio.sleep(0.01)
         return int(params["base"])
@@ -285,7 +286,7 @@ def _two_step(calls: Counter[str]) -> asyncflow.Pipeline:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_run_sync_runs_the_pipeline(tmp_path: Path, backend: str) -> None:
+def test_run_sync_runs_the_pipeline(tmp_path: Path, backend: Literal["asyncio", "trio"]) -> None:
     calls: Counter[str] = Counter()
     p = _two_step(calls)
     result = p.run_sync(params={"base": 41}, workdir=tmp_path, log=False, backend=backend)

@@ -459,7 +459,7 @@ async def test_param_change_invalidates_tasks_that_declare_params(tmp_path: Path
     p = Pipeline("p", params={"n": 1})
 
     @p.task
-    async def scaled(params: dict) -> int:
+    async def scaled(params: dict[str, Any]) -> int:
         calls["scaled"] += 1
         return 10 * int(params["n"])
 
@@ -915,7 +915,7 @@ async def test_a_failed_append_spoils_neither_the_old_checkpoint_nor_the_next_sa
 ) -> None:
     store = FileStore(tmp_path)
     await store.save("t", "old", "previous")
-    real_append = asyncflow._store.append_durably
+    real_append = asyncflow._files.append_durably
 
     def append_half(path: Path, data: bytes) -> None:
         with path.open("ab") as f:  # the disk fills up half-way through the line

@@ -366,7 +366,7 @@ async def test_unknown_executor_name_is_refused_before_anything_runs(tmp_path: P
 def test_task_executor_option_accepts_only_local() -> None:
     p = Pipeline("p")
     with pytest.raises(asyncflow.PipelineDefinitionError, match="executor must be 'local'"):
-        p.task(pid_of_worker, name="t", executor="dask")  # type: ignore[arg-type]
+        p.task(pid_of_worker, name="t", executor="dask")  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])

@@ -7,6 +7,7 @@ single task body runs.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -227,7 +228,7 @@ def test_reserved_parameters_are_not_dependencies() -> None:
     p = Pipeline("p")
 
     @p.task
-    def uses(params: dict, context: asyncflow.RunContext) -> None:
+    def uses(params: dict[str, Any], context: asyncflow.RunContext) -> None:
         return None
 
     node = p.validate().node("uses")
@@ -416,7 +417,7 @@ def test_undeclared_run_parameter_is_rejected_with_suggestion(tmp_path) -> None:
     p = Pipeline("p", params={"window": 5})
 
     @p.task
-    def t(params: dict) -> int:
+    def t(params: dict[str, Any]) -> int:
         return int(params["window"])
 
     with pytest.raises(asyncflow.ParamError, match="did you mean 'window'"):

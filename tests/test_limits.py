@@ -65,6 +65,7 @@ async def test_too_many_open_files_is_retried_and_never_taken_for_a_missing_chec
 ) -> None:
     import errno
 
+    import asyncflow._files
     import asyncflow._store as store_module
     from asyncflow import CheckpointError, Pipeline, TaskState
 
@@ -77,7 +78,7 @@ async def test_too_many_open_files_is_retried_and_never_taken_for_a_missing_chec
         return 1
 
     assert (await p.run(workdir=tmp_path, log=False)).ok
-    real = store_module.read_bytes
+    real = asyncflow._files.read_bytes
     failures = {"left": 2}
 
     async def flaky(path: Any, **kwargs: Any) -> bytes:

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -185,7 +186,7 @@ async def test_wait_mode_starts_only_after_the_holder_finished_and_never_blocks_
             await anyio.sleep(0.01)
             ticks += 1
 
-    async def run(tag: str, **kwargs: object) -> None:
+    async def run(tag: str, **kwargs: Any) -> None:
         await p.run(workdir=tmp_path, log=False, listeners=[lambda e: events.append((tag, e))], **kwargs)
         if tag == "second":
             second_done.set()

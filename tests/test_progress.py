@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 from rich.console import Console
@@ -19,7 +20,7 @@ import asyncflow
 from asyncflow._progress import ProgressDisplay
 
 MIXED = Path(__file__).with_name("mixed_pipeline.py")
-E = {"run_id": "r", "time": 0.0}
+E: dict[str, Any] = {"run_id": "r", "time": 0.0}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

@@ -99,7 +99,7 @@ class Spec:
 
 @st.composite
 def specs(draw: st.DrawFn) -> Spec:
-    store = draw(st.sampled_from(["memory", "memory", "memory", "file"]))
+    store: Literal["memory", "file"] = draw(st.sampled_from(["memory", "memory", "memory", "file"]))
     n = draw(st.integers(1, 200 if store == "memory" else 50))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = random.Random(seed)
@@ -109,7 +109,9 @@ def specs(draw: st.DrawFn) -> Spec:
     timeout_rate = draw(st.sampled_from([0.0, 0.0, 0.02]))
     pools = draw(st.dictionaries(st.sampled_from(TAGS), st.integers(1, 3), max_size=3))
     max_concurrency = draw(st.one_of(st.none(), st.integers(1, 8)))
-    mode = draw(st.sampled_from(["default", "default", "fail_fast", "cancel"]))
+    mode: Literal["default", "fail_fast", "cancel"] = draw(
+        st.sampled_from(["default", "default", "fail_fast", "cancel"])
+    )
     cancel_after = draw(st.integers(1, max(1, n)))
 
     upstream = []
@@ -285,7 +287,7 @@ def check_run(spec: Spec, events: list[Event], journal: Journal, result: RunResu
         if name in first_start:
             for u in ups[i]:
                 assert ok_at.get(names[u], len(events)) < first_start[name], (names[u], name)
-    position = {}
+    position: dict[tuple[str, str], int] = {}
     for index, (what, task) in enumerate(journal.order):
         position.setdefault((what, task), index)
     for i, name in enumerate(names):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -15,7 +16,7 @@ import asyncflow
 from asyncflow._records import AttemptState, RunRecord, RunRecorder, list_records, read_record
 from asyncflow._store import MemoryStore
 
-E = {"run_id": "r1"}
+E: dict[str, Any] = {"run_id": "r1"}
 
 
 def _feed(recorder: RunRecorder, *events: asyncflow.Event) -> None:

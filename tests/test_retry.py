@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -136,7 +137,7 @@ def test_jitter_is_reproducible_with_a_seeded_rng() -> None:
         ({"retry_on": ("ValueError",)}, "retry_on"),
     ],
 )
-def test_out_of_range_fields_raise_value_error_naming_field(kwargs: dict, field: str) -> None:
+def test_out_of_range_fields_raise_value_error_naming_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         RetryPolicy(**kwargs)
 

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -43,7 +43,10 @@ async def run(p: Pipeline, workdir: Path, **kwargs: Any) -> RunResult:
     return await p.run(workdir=workdir, **kwargs)
 
 
-def of_type(events: list[Event], kind: type[Event]) -> list[Any]:
+_E = TypeVar("_E", bound=Event)
+
+
+def of_type(events: list[Event], kind: type[_E]) -> list[_E]:
     return [e for e in events if isinstance(e, kind)]
 
 
@@ -299,7 +302,7 @@ async def test_pipeline_can_run_concurrently_with_itself(tmp_path: Path) -> None
     p = Pipeline("p", params={"n": 0})
 
     @p.task
-    async def value(params: dict) -> int:
+    async def value(params: dict[str, Any]) -> int:
         await anyio.sleep(0.05)
         return int(params["n"])
 
@@ -391,6 +394,7 @@ async def test_backoff_delays_between_attempts(tmp_path: Path) -> None:
     ]
     assert [planned for planned, _ in gaps] == pytest.approx([0.1, 0.2, 0.4])
     for planned, measured in gaps:
+        assert planned is not None
         assert planned - 0.01 <= measured < planned + 0.3
     assert 0.69 <= result.tasks["flaky"].duration < 1.5  # type: ignore[operator]
 
@@ -409,7 +413,7 @@ async def test_jitter_with_seed_is_reproducible_and_bounded(tmp_path: Path) -> N
         waits.append([e.retry_in for e in of_type(events, AttemptFailed)])
     assert waits[0] == waits[1]
     assert waits[0][-1] is None
-    assert all(0 <= w <= 0.04 for w in waits[0][:-1])
+    assert all(w is not None and 0 <= w <= 0.04 for w in waits[0][:-1])
     assert len(set(waits[0][:-1])) == 3
 
 
@@ -771,7 +775,7 @@ async def test_params_and_context_are_injected(tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
 
     @p.task(retries=1, retry_delay=0)
-    async def uses(params: dict, context: asyncflow.RunContext) -> int:
+    async def uses(params: dict[str, Any], context: asyncflow.RunContext) -> int:
         seen.setdefault("attempts", []).append(context.attempt)
         seen["params"] = params
         seen["context"] = context
@@ -781,7 +785,7 @@ async def test_params_and_context_are_injected(tmp_path: Path) -> None:
         return int(params["window"]) * 2
 
     @p.task
-    def sync_uses(uses: int, params: dict) -> list[Any]:
+    def sync_uses(uses: int, params: dict[str, Any]) -> list[Any]:
         return [uses, params["name"]]
 
     result = await run(p, tmp_path, params={"window": 7}, run_id="run-1")

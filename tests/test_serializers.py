@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from journal import append, journal_of, saved
 
@@ -226,9 +226,9 @@ async def test_store_contract_round_trips_every_serializer(tmp_path: Path, store
 def test_bad_serializers_are_definition_errors_naming_the_task() -> None:
     p = Pipeline("bad")
     with pytest.raises(asyncflow.PipelineDefinitionError, match="task 'x': unknown serializer 'yaml'"):
-        p.task(lambda: 1, name="x", serializer="yaml")  # type: ignore[arg-type]
+        p.task(lambda: 1, name="x", serializer="yaml")
     with pytest.raises(asyncflow.PipelineDefinitionError, match="lacks name, suffix, dumps or loads"):
-        p.task(lambda: 1, name="y", serializer=object())  # type: ignore[arg-type]
+        p.task(lambda: 1, name="y", serializer=object())  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="pipeline 'q': unknown serializer"):
         Pipeline("q", serializer="yaml")
 
@@ -244,7 +244,7 @@ async def test_json_output_names_the_type_and_size_of_a_result_that_is_not_json(
     assert (
         entry["result_size"]
         == line["size"]
-        == os.path.getsize(journal_of(tmp_path, "objects").parent / line["file"])
+        == (await anyio.Path(journal_of(tmp_path, "objects").parent / line["file"]).stat()).st_size
     )
     assert run_json(result)["tasks"]["use"]["result"] == 3  # JSON-representable: included
 

@@ -7,6 +7,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mixed_pipeline import ATTEMPTS
@@ -24,7 +25,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 def _record_of(durations: dict[str, float], upstream: dict[str, tuple[str, ...]]) -> RunRecord:
     """A finished run in which each task ran once for ``durations[task]`` seconds."""
     rec = RunRecorder()
-    e = {"run_id": "r"}
+    e: dict[str, Any] = {"run_id": "r"}
     rec(asyncflow.RunStarted(**e, time=0.0, pipeline="p", tasks=len(durations), upstream=upstream))
     t = 0.0
     for name, seconds in durations.items():
@@ -105,7 +106,7 @@ def test_page_draws_backoffs_cache_hits_skips_and_the_critical_path(mixed_record
 
 def test_page_is_self_contained_and_escapes_text() -> None:
     rec = RunRecorder()
-    e = {"run_id": "r"}
+    e: dict[str, Any] = {"run_id": "r"}
     rec(asyncflow.RunStarted(**e, time=0.0, pipeline="p&q", tasks=1, upstream={"a": ()}))
     rec(asyncflow.TaskStarted(**e, time=0.0, task="a", attempt=1))
     error = ValueError('<script>alert("x")</script>')
