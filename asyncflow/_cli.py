@@ -222,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workdir=workdir,
                 force=args.no_skip,
                 max_concurrency=args.max_concurrency,
+                threads=args.threads,
                 fail_fast=args.fail_fast,
                 run_id=run_id,
                 only=selected,

@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run at most N tasks at once (default: no limit)",
     )
     parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="run at most N plain def tasks at once in worker threads of the run's own "
+        "(default: --max-concurrency if given, else the number of plain def tasks, at least "
+        "40 and at most 1000); a task's timeout starts once it has a thread",
+    )
+    parser.add_argument(
         "--fail-fast",
         action="store_true",
         help="cancel the rest of the run at the first failed task (default: only the failed "

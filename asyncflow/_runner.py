@@ -31,10 +31,11 @@ Attempts. Each attempt of a task runs under a cancel scope only when the task ha
 :class:`~asyncflow.RetryPolicy` retries is followed by ``anyio.sleep(backoff)``; anything
 else fails the task. Cancellation is never caught here except to record it and re-raise.
 An attempt of a coroutine task awaits its coroutine here, on the event loop; an attempt of
-a plain ``def`` task awaits the run's executor (see :mod:`asyncflow._executors`: a worker
-thread by default, else a process pool or a Dask cluster, opened before the first task
-and closed after the last), so retries, timeouts and cancellation work the same wherever
-it computes. A pickling error or a forgotten ``await`` is never retried.
+a plain ``def`` task awaits the run's executor (see :mod:`asyncflow._executors`: one of
+the run's own worker threads by default, at most ``threads`` at once, else a process pool
+or a Dask cluster, opened before the first task and closed after the last), so retries,
+timeouts and cancellation work the same wherever it computes. A pickling error or a
+forgotten ``await`` is never retried.
 
 Failures. A failed task marks every task downstream of it SKIPPED (each visited once);
 everything else keeps running. With ``fail_fast`` the first failure cancels the task
@@ -94,7 +95,7 @@ from ._events import (
     TaskState,
     TaskSucceeded,
 )
-from ._executors import Executor, Submit, submit_thread
+from ._executors import Executor, LocalExecutor, Submit, WorkerThreads, default_threads
 from ._graph import Graph, Node
 from ._result import RunResult, TaskRuns
 from ._store import Checkpoint, CheckpointStore
@@ -154,6 +155,7 @@ class _Run:
         rng: random.Random,
         preloaded: Mapping[int, Checkpoint],
         pools: Mapping[str, int],
+        threads: WorkerThreads,
     ) -> None:
         n = len(graph.nodes)
         self.graph = graph
@@ -183,6 +185,8 @@ class _Run:
         self.errors: list[BaseException | None] = [None] * n
         # Where each plain def task runs, once an executor is placed (see place()); until
         # then none: every plain def task runs in a worker thread, at no cost per task.
+        self.threads = threads
+        self.thread_submit = threads.submit
         self.submits: list[Submit] | None = None
         self.reasons: list[str | None] = [None] * n
         self.ready: deque[int] = deque()
@@ -442,7 +446,7 @@ class _Run:
                 if task.timeout is None:  # one coroutine frame less on the common path
                     result = await call_task(task, kwargs, self.submit_of(i))
                 else:
-                    result = await run_attempt(task, kwargs, self.submit_of(i))
+                    result = await run_attempt(task, kwargs, self.submit_of(i), self.threads)
             except Exception as exc:
                 retry = not isinstance(exc, ForgottenAwaitError | TaskPicklingError) and policy.should_retry(
                     attempt, exc
@@ -506,13 +510,14 @@ class _Run:
 
     def place(self, submit: Submit) -> None:
         """Send every plain def task not declared ``executor="local"`` to ``submit``."""
-        self.submits = [submit_thread if node.task.executor == "local" else submit for node in self.nodes]
+        local = self.thread_submit
+        self.submits = [local if node.task.executor == "local" else submit for node in self.nodes]
 
     def submit_of(self, i: int) -> Submit | None:
         """Where task ``i`` runs: ``None`` for a coroutine (on the event loop)."""
         if self.nodes[i].task.is_async:
             return None
-        return submit_thread if self.submits is None else self.submits[i]
+        return self.thread_submit if self.submits is None else self.submits[i]
 
     def context(self, task: str, attempt: int) -> RunContext:
         return RunContext(
@@ -614,6 +619,7 @@ async def execute(
     selected: Iterable[str] | None = None,
     pools: Mapping[str, int] | None = None,
     executor: Executor | None = None,
+    threads: int | None = None,
 ) -> RunResult:
     """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
 
@@ -628,11 +634,15 @@ async def execute(
     opened before the first task starts and closed after the last one ended. ``None``: the
     tasks run in worker threads, with nothing to open (see :mod:`asyncflow._executors`).
 
+    ``threads`` is the most worker threads the run's plain ``def`` tasks use at once, in
+    a limiter of the run's own (never anyio's shared default of 40); ``None``: see
+    :func:`~asyncflow._executors.default_threads`.
+
     Raises:
         MissingCheckpointError: ``selected`` needs upstream results that have no checkpoint
             (or the run has no store); nothing has run.
         UnknownDependencyError: ``selected`` names a task that does not exist.
-        ValueError: ``max_concurrency`` is not a positive int.
+        ValueError: ``max_concurrency`` or ``threads`` is not a positive int.
         ExecutorError: ``executor`` cannot be used; no task has run.
         anyio's cancellation exception: the caller was cancelled; every running task was
             cancelled and awaited before it propagates.
@@ -642,6 +652,16 @@ async def execute(
     for tag, limit in (pools or {}).items():
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"the limit of pool {tag!r} must be a positive int, not {limit!r}")
+    if type(executor) is LocalExecutor:  # its threads are the run's own threads
+        executor = None
+    if threads is None:
+        in_threads = sum(
+            1
+            for node in graph.nodes
+            if not node.task.is_async and (executor is None or node.task.executor == "local")
+        )
+        threads = default_threads(in_threads, max_concurrency)
+    worker_threads = WorkerThreads(threads)
     preloaded: dict[int, Checkpoint] = {}
     if selected is not None:
         names = list(selected)  # read twice below: an iterator must not run dry
@@ -672,6 +692,7 @@ async def execute(
         rng=random.Random(seed),
         preloaded=preloaded,
         pools=pools or {},
+        threads=worker_threads,
     )
     if executor is None:
         return await run.execute()
