@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 from loguru import logger
 
+from ._context import log_safely
 from ._errors import ForgottenAwaitError, TaskTimeoutError
 from ._executors import Submit, WorkerThreads, submit_thread
 from ._task import Task
@@ -79,7 +80,9 @@ async def _run_coroutine_timed(task: Task, kwargs: dict[str, Any], limit: float)
         if anyio.current_time() < scope.deadline:
             return checked_result(task, result)
     if not scope.cancelled_caught or steps.longest >= limit:
-        logger.bind(task=task.name).warning(
+        log_safely(
+            logger.bind(task=task.name),
+            "WARNING",
             "task {!r} held the event loop for {:.3g} s without awaiting (its timeout is {:g} s): "
             "a blocking call in async def stops every other task; make it a plain def, or "
             "move the blocking call to anyio.to_thread.run_sync",

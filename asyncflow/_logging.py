@@ -15,6 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from ._context import sink_failed
 from ._events import (
     AttemptFailed,
     Event,
@@ -45,7 +46,14 @@ class LogListener:
     """
 
     def __call__(self, event: Event) -> None:
-        """Log ``event``."""
+        """Log ``event``; a loguru sink that raises (``catch=False``) drops the line, never
+        the run (see :func:`asyncflow._context.sink_failed`)."""
+        try:
+            self._log(event)
+        except Exception as exc:
+            sink_failed(exc)
+
+    def _log(self, event: Event) -> None:
         task = getattr(event, "task", "-")
         log = logger.bind(run_id=event.run_id, task=task)
         if isinstance(event, TaskStarted):

@@ -73,7 +73,7 @@ from loguru import logger
 
 from ._attempt import call_task, run_attempt
 from ._cache import CacheKey, node_cache_key, volatile_key
-from ._context import RunContext, task_logger
+from ._context import RunContext, log_safely, task_logger
 from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
@@ -206,8 +206,13 @@ class _Run:
             except Exception:
                 # A new list, so that this loop goes on over the old one undisturbed.
                 self.listeners = [other for other in self.listeners if other is not listener]
-                logger.opt(exception=True).error(
-                    "event listener {!r} raised and was disabled for run {}", listener, self.run_id
+                log_safely(
+                    logger,
+                    "ERROR",
+                    "event listener {!r} raised and was disabled for run {}",
+                    listener,
+                    self.run_id,
+                    exception=True,
                 )
 
     # -- the run --------------------------------------------------------------------------
@@ -377,8 +382,10 @@ class _Run:
             except Exception:
                 stale = True
             if stale:
-                logger.bind(run_id=self.run_id, task=task.name).warning(
-                    "using a stale checkpoint: the task or its upstream changed since it was saved"
+                log_safely(
+                    logger.bind(run_id=self.run_id, task=task.name),
+                    "WARNING",
+                    "using a stale checkpoint: the task or its upstream changed since it was saved",
                 )
             self.keys[i] = preloaded.cache_key
             if self.listeners:
@@ -503,8 +510,11 @@ class _Run:
         task = self.nodes[i].task
         missing = missing_outputs(task, self.workdir, self.params)
         if missing:
-            logger.bind(run_id=self.run_id, task=task.name).info(
-                "checkpoint matches but output {} is missing: running it again", missing[0]
+            log_safely(
+                logger.bind(run_id=self.run_id, task=task.name),
+                "INFO",
+                "checkpoint matches but output {} is missing: running it again",
+                missing[0],
             )
         return bool(missing)
 
