@@ -248,8 +248,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(f"{exc} (log: {log_file})", EXIT_FAILED)
     except WorkdirLockedError as exc:
         fail(str(exc), EXIT_FAILED)
-    except KeyboardInterrupt:
-        print(f"\nasyncflow: interrupted; finished tasks are checkpointed (log: {log_file})", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        culprit = tracker.raised_by(exc)
+        if culprit is None:
+            print(
+                f"\nasyncflow: interrupted; finished tasks are checkpointed (log: {log_file})",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        # Raised by a task, not by a signal: the run cancelled the others, on both backends.
+        print(guard.render(tracker.result(stopped_by=f"task {culprit!r} raising KeyboardInterrupt")))
+        print(
+            f"asyncflow: task {culprit!r} raised KeyboardInterrupt: the run stopped and the "
+            f"tasks still running were cancelled; finished tasks are checkpointed and a rerun "
+            f"resumes (log: {log_file})",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except BaseException as exc:  # a task raised SystemExit or a BaseException; or a bug
         logger.opt(exception=exc).bind(run_id=run_id, task="-").debug("the run stopped")

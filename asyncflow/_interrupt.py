@@ -175,6 +175,10 @@ class TaskTracker:
         elif isinstance(event, TaskCancelled) and self.interrupted_by is not None:
             self._cancelled_by_signal.add(event.task)
 
+    def raised_by(self, error: BaseException) -> str | None:
+        """The name of the task whose failure was ``error`` itself, or ``None``."""
+        return next((name for name, e in self._errors.items() if e is error), None)
+
     @property
     def run_id(self) -> str:
         """The run's id, ``"-"`` before it started."""
@@ -298,16 +302,17 @@ class SignalGuard:
 
         Raises:
             Exception: whatever ``fn()`` raised, unwrapped.
+            KeyboardInterrupt: a task raised it (the run re-raises it), unwrapped.
         """
         value: T | None = None
-        error: Exception | None = None
+        error: Exception | KeyboardInterrupt | None = None
         try:
             async with anyio.create_task_group() as tg:
                 with anyio.CancelScope() as run_scope:
                     await tg.start(self._watch, run_scope)
                     try:
                         value = await fn()
-                    except Exception as exc:
+                    except (Exception, KeyboardInterrupt) as exc:  # a task's KeyboardInterrupt too
                         error = exc
                 tg.cancel_scope.cancel()
         finally:

@@ -39,7 +39,9 @@ forgotten ``await`` is never retried.
 
 Failures. A failed task marks every task downstream of it SKIPPED (each visited once);
 everything else keeps running. With ``fail_fast`` the first failure cancels the task
-group instead, and every unfinished task ends CANCELLED.
+group instead, and every unfinished task ends CANCELLED. A task that raises
+``KeyboardInterrupt`` fails and cancels the run the same way, and the run then re-raises
+that ``KeyboardInterrupt`` (noting the task) to its caller, on both backends.
 
 Checkpoints. When the run has a store, each task's cache key is computed when it becomes
 ready (see :mod:`asyncflow._cache`); a checkpointed task whose stored key matches is
@@ -194,6 +196,7 @@ class _Run:
         self.pending = 0
         self.yielding = 0
         self.cancel_reason: str | None = None
+        self.stopped_by: KeyboardInterrupt | None = None
         self.tg: TaskGroup | None = None
         self.now: Callable[[], float] = anyio.current_time  # the backend's own clock, bound in execute()
 
@@ -250,6 +253,8 @@ class _Run:
         result = self.build_result(mono0, wall0, now())
         if self.listeners:
             self.emit_finished(result)
+        if self.stopped_by is not None:
+            raise self.stopped_by
         return result
 
     def emit_finished(self, result: RunResult) -> None:
@@ -475,6 +480,9 @@ class _Run:
                     return
                 await anyio.sleep(delay)
                 continue
+            except KeyboardInterrupt as exc:  # raised by the task (a thread's too): stop the run
+                self.stop(i, exc)
+                return
             break
 
         if store is not None:
@@ -567,6 +575,20 @@ class _Run:
             remaining[d] -= 1
             if remaining[d] == 0 and states[d] is PENDING:
                 ready.append(d)
+
+    def stop(self, i: int, error: KeyboardInterrupt) -> None:
+        """Task ``i`` raised ``KeyboardInterrupt``: it fails, the run is cancelled, and
+        :meth:`execute` re-raises ``error`` (with a note naming the task) once every task
+        has ended, on asyncio as on trio (asyncio would let it escape the event loop)."""
+        name = self.nodes[i].name
+        error.add_note(f"raised by asyncflow task {name!r} of pipeline {self.pipeline!r}")
+        self.fail(i, error)
+        if self.stopped_by is None:
+            self.stopped_by = error
+        if self.cancel_reason is None or self.cancel_reason.startswith("fail_fast"):
+            self.cancel_reason = f"task {name!r} raised KeyboardInterrupt"
+            assert self.tg is not None
+            self.tg.cancel_scope.cancel()
 
     def fail(self, i: int, error: BaseException) -> None:
         t = self.now()
