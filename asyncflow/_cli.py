@@ -65,6 +65,19 @@ from ._runner import new_run_id
 __all__ = ["UsageError", "build_parser", "find_pipeline", "load_module", "main"]
 
 
+def never_fail_on_encoding() -> None:
+    """Make ``sys.stdout`` and ``sys.stderr`` write what their encoding cannot show as
+    backslash escapes (``\\u6570``) instead of raising ``UnicodeEncodeError``: a task name
+    that a cp1252 console cannot show must not crash the summary of a run that succeeded.
+    Everything the command line prints goes through them: tables, log lines, rich's live
+    display (it writes to ``sys.stderr``)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(Exception):  # a stream that cannot change: leave it
+                reconfigure(errors="backslashreplace")
+
+
 # -- loading the pipeline ------------------------------------------------------------------
 
 
@@ -166,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `python -m asyncflow ... | head`: end quietly when the reader goes away, as Unix
         # tools do, instead of a BrokenPipeError traceback (checkpoints already written stay).
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    never_fail_on_encoding()
     args = build_parser().parse_args(argv)
     if history.wanted(args):
         return history.main(args)
@@ -264,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"resumes (log: {log_file})",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return exit_without_abandoned_threads(tracker.result(), EXIT_INTERRUPTED)
     except BaseException as exc:  # a task raised SystemExit or a BaseException; or a bug
         logger.opt(exception=exc).bind(run_id=run_id, task="-").debug("the run stopped")
         print(guard.render(tracker.result(stopped_by=describe_error(exc))))
@@ -277,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"a rerun resumes (log: {log_file})",
             file=sys.stderr,
         )
-        return guard.exit_code
+        return exit_without_abandoned_threads(tracker.result(), guard.exit_code)
 
     if args.json:
         print(json.dumps(run_json(result, log_file)))

@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 import sys
+import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,10 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--from",
         dest="from_task",
+        action="append",
         metavar="TASK",
-        help="run TASK and every task downstream of it (upstream results come from checkpoints)",
+        help="run TASK and every task downstream of it (upstream results come from checkpoints); "
+        "repeatable: the tasks downstream of any of them",
     )
-    parser.add_argument("--until", metavar="TASK", help="run TASK and every task upstream of it")
+    parser.add_argument(
+        "--until",
+        action="append",
+        metavar="TASK",
+        help="run TASK and every task upstream of it; repeatable: the tasks upstream of any of them",
+    )
     verbs = parser.add_mutually_exclusive_group()
     verbs.add_argument(
         "--list",
@@ -372,19 +380,39 @@ def _check_dask_address(address: str) -> None:
         )
 
 
+def _names(given: list[str] | None) -> list[str]:
+    """Task names typed on the command line, in NFKC like every task name (see ``_task``)."""
+    return [unicodedata.normalize("NFKC", name) for name in given or ()]
+
+
 def selection(args: argparse.Namespace, graph: Graph) -> list[str] | None:
     """The tasks chosen by ``--only``/``--from``/``--until``, or ``None`` for all of them.
+
+    Each option may be repeated: ``--until B --until C`` selects the tasks upstream of B or
+    of C (and ``--from`` likewise downstream); different options narrow each other, as in
+    :func:`asyncflow._plan.select`.
 
     Raises:
         UsageError: an unknown task name (with a suggestion), or an empty selection.
     """
-    given = (("--only", args.only or []), ("--from", [args.from_task]), ("--until", [args.until]))
-    for option, names in given:
+    only, starts, ends = (_names(args.only), _names(args.from_task), _names(args.until))
+    for option, names in (("--only", only), ("--from", starts), ("--until", ends)):
         try:
-            graph.indices(name for name in names if name is not None)
+            graph.indices(names)
         except UnknownDependencyError as exc:
             raise UsageError(f"{option}: {exc}") from None
-    try:
-        return select(graph, only=args.only or (), start=args.from_task, end=args.until)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    if len(starts) <= 1 and len(ends) <= 1:
+        try:
+            return select(graph, only=only, start=next(iter(starts), None), end=next(iter(ends), None))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    chosen = set(range(len(graph.nodes)))
+    if only:
+        chosen &= graph.indices(only)
+    if starts:
+        chosen &= graph.downstream_closure(graph.indices(starts))
+    if ends:
+        chosen &= graph.upstream_closure(graph.indices(ends))
+    if not chosen:
+        raise UsageError("the selection is empty: no task is selected by all of the given options")
+    return [graph.nodes[i].name for i in sorted(chosen)]

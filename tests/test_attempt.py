@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from loguru import logger
 
@@ -120,8 +121,8 @@ async def test_coroutine_blocking_the_loop_past_its_timeout_fails_and_is_named(t
 
     @p.task(timeout=0.3)
     async def blocks() -> int:
-        await anyio.sleep(0)
-        time.sleep(0.6)  # blocks the event loop, then returns without awaiting
+        await anyio.lowlevel.checkpoint()
+        time.sleep(0.6)  # noqa: ASYNC251  (the fault under test: blocks the loop, returns without awaiting)
         return 1
 
     @p.task
