@@ -237,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 force=args.no_skip,
                 max_concurrency=args.max_concurrency,
                 threads=args.threads,
+                warn_blocking=args.warn_blocking or None,
                 fail_fast=args.fail_fast,
                 run_id=run_id,
                 only=selected,

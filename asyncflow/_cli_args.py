@@ -29,6 +29,7 @@ from ._interrupt import DEFAULT_GRACE
 from ._lock import LOCK_MODES
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._plan import select
+from ._watchdog import DEFAULT_WARN_BLOCKING
 
 __all__ = [
     "EXIT_FAILED",
@@ -117,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run at most N plain def tasks at once in worker threads of the run's own "
         "(default: --max-concurrency if given, else the number of plain def tasks, at least "
         "40 and at most 1000); a task's timeout starts once it has a thread",
+    )
+    parser.add_argument(
+        "--warn-blocking",
+        type=_seconds,
+        default=DEFAULT_WARN_BLOCKING,
+        metavar="SECONDS",
+        help="warn, naming the task and the line, when a coroutine task holds the event loop "
+        f"longer than SECONDS without awaiting (default: {DEFAULT_WARN_BLOCKING:g}; 0 turns "
+        "the watchdog off)",
     )
     parser.add_argument(
         "--fail-fast",

@@ -102,6 +102,7 @@ from ._graph import Graph, Node
 from ._result import RunResult, TaskRuns
 from ._store import Checkpoint, CheckpointStore
 from ._task import missing_outputs
+from ._watchdog import watch_loop
 
 __all__ = ["execute", "new_run_id"]
 
@@ -652,6 +653,7 @@ async def execute(
     pools: Mapping[str, int] | None = None,
     executor: Executor | None = None,
     threads: int | None = None,
+    warn_blocking: float | None = None,
 ) -> RunResult:
     """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
 
@@ -670,11 +672,15 @@ async def execute(
     a limiter of the run's own (never anyio's shared default of 40); ``None``: see
     :func:`~asyncflow._executors.default_threads`.
 
+    ``warn_blocking`` (seconds): warn, naming the task, when a coroutine task holds the
+    event loop longer than this (see :mod:`asyncflow._watchdog`); ``None``: no watchdog.
+
     Raises:
         MissingCheckpointError: ``selected`` needs upstream results that have no checkpoint
             (or the run has no store); nothing has run.
         UnknownDependencyError: ``selected`` names a task that does not exist.
-        ValueError: ``max_concurrency`` or ``threads`` is not a positive int.
+        ValueError: ``max_concurrency`` or ``threads`` is not a positive int, or
+            ``warn_blocking`` not a positive number of seconds.
         ExecutorError: ``executor`` cannot be used; no task has run.
         anyio's cancellation exception: the caller was cancelled; every running task was
             cancelled and awaited before it propagates.
@@ -726,6 +732,13 @@ async def execute(
         pools=pools or {},
         threads=worker_threads,
     )
+    if warn_blocking is not None:
+        async with watch_loop(graph, warn_blocking, run.run_id):
+            return await _execute(run, executor)
+    return await _execute(run, executor)
+
+
+async def _execute(run: _Run, executor: Executor | None) -> RunResult:
     if executor is None:
         return await run.execute()
     async with executor.open() as submit:
