@@ -54,7 +54,7 @@ from ._interrupt import (
     exit_without_abandoned_threads,
     route_asyncio_logging,
 )
-from ._logging import add_cli_sinks
+from ._logging import add_cli_sinks, log_file_failure
 from ._pipeline import Pipeline
 from ._progress import terminal_display
 from ._records import RunRecorder, save_now
@@ -76,6 +76,15 @@ def never_fail_on_encoding() -> None:
         if reconfigure is not None:
             with contextlib.suppress(Exception):  # a stream that cannot change: leave it
                 reconfigure(errors="backslashreplace")
+
+
+def _log_pointer(log_file: Path, template: str) -> str:
+    """``template`` filled with the log file, or ``""`` if it could not be written (then
+    the reason is given instead of a pointer to an empty file)."""
+    failure = log_file_failure()
+    if failure is None:
+        return template.format(log_file)
+    return f" (the log file could not be written: {failure.strerror or failure})"
 
 
 # -- loading the pipeline ------------------------------------------------------------------
@@ -263,6 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(f"{exc} (log: {log_file})", EXIT_FAILED)
     except WorkdirLockedError as exc:
         fail(str(exc), EXIT_FAILED)
+    except OSError as exc:  # not a task's (that fails the task): the working directory's
+        cannot = f"cannot write to working directory {str(workdir)!r}: {exc.strerror or exc}"
+        if tracker.run_id == "-":  # before the first task: nothing ran, nothing was left
+            fail(cannot, EXIT_USAGE)
+        logger.opt(exception=exc).bind(run_id=run_id, task="-").debug("the run stopped")
+        print(guard.render(tracker.result(stopped_by=describe_error(exc))))
+        fail(f"the run stopped: {cannot}{_log_pointer(log_file, ' (log: {})')}", EXIT_FAILED)
     except KeyboardInterrupt as exc:
         culprit = tracker.raised_by(exc)
         if culprit is None:
@@ -298,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(run_json(result, log_file)))
         return exit_without_abandoned_threads(result, EXIT_OK if result.ok else EXIT_FAILED)
     print(render_summary(result, sinks))
-    print(f"log: {log_file}")
+    failure = log_file_failure()
+    print(f"log: {log_file}" if failure is None else f"log: not written ({failure.strerror or failure})")
     for name, error in result.errors.items():
         print(f"asyncflow: task {name!r} failed: {describe_error(error)}", file=sys.stderr)
     return exit_without_abandoned_threads(result, EXIT_OK if result.ok else EXIT_FAILED)

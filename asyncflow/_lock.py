@@ -155,8 +155,12 @@ class WorkdirLock:
     def _write_info(self) -> None:
         info = self.workdir / INFO_NAME
         tmp = info.with_name(f"{INFO_NAME}.{os.getpid()}.part")
-        tmp.write_text(json.dumps(self.info) + "\n", encoding="utf-8")
-        os.replace(tmp, info)
+        try:
+            tmp.write_text(json.dumps(self.info) + "\n", encoding="utf-8")
+            os.replace(tmp, info)
+        except BaseException:  # a full disk, say: leave no half-written .part behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     def read_holder(self) -> dict[str, Any] | None:
         """What the holding run wrote to ``.lock.info``, or ``None`` (missing or unreadable)."""
