@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run at most N plain def tasks at once in worker threads of the run's own "
         "(default: --max-concurrency if given, else the number of plain def tasks, at least "
-        "40 and at most 1000); a task's timeout starts once it has a thread",
+        "40 and at most 256); a task's timeout starts once it has a thread",
     )
     parser.add_argument(
         "--warn-blocking",

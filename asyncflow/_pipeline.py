@@ -305,7 +305,7 @@ class Pipeline:
             threads: the most worker threads computing plain ``def`` tasks at once, in a
                 limiter of this run's own (not anyio's process-wide 40); CLI ``--threads``.
                 ``None`` (default): ``max_concurrency`` if set, else the number of plain
-                ``def`` tasks that run in threads, at least 40 and at most 1000. A task's
+                ``def`` tasks that run in threads, at least 40 and at most 256. A task's
                 ``timeout`` starts once it has a thread.
             warn_blocking: seconds; log a warning naming the coroutine task (and the
                 line) that holds the event loop longer than this without awaiting. Default
