@@ -215,11 +215,16 @@ class WorkerThreads:
             return _call_in_thread(task, kwargs)
 
         async with self.limiter:  # waiting for a thread: the time limit has not started
-            with anyio.move_on_after(limit):
-                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._unlimited)
-            with lock:
-                started = state[0] == _STARTED
-                state[0] = _STARTED if started else _GIVEN_UP
+            try:
+                with anyio.move_on_after(limit):
+                    return await anyio.to_thread.run_sync(
+                        call, abandon_on_cancel=True, limiter=self._unlimited
+                    )
+            finally:  # timed out or cancelled before a thread began it: it must never run
+                with lock:
+                    started = state[0] == _STARTED
+                    if not started:
+                        state[0] = _GIVEN_UP
         raise TaskTimeoutError(task.name, limit, thread_abandoned=started, started=started)
 
 
