@@ -34,13 +34,10 @@ from ._cli_args import (
     EXIT_USAGE,
     UsageError,
     build_parser,
-    choose_executor,
     fail,
-    parse_params,
-    parse_pools,
-    selection,
 )
 from ._cli_inspect import inspect
+from ._cli_options import choose_executor, parse_params, parse_pools, selection
 from ._errors import (
     ExecutorError,
     MissingCheckpointError,

@@ -1,34 +1,26 @@
-"""The command line's parser and option parsing: ``build_parser`` and the helpers that turn
-option values into arguments of :meth:`asyncflow.Pipeline.run`.
+"""The command line's parser: ``build_parser``, the types of its option values, the exit
+codes and the one-line usage error.
 
-Every helper raises :class:`UsageError` (one line, exit code 2) for bad input; nothing here
-runs a pipeline. Imported by :mod:`asyncflow._cli` (the flow) and :mod:`asyncflow._cli_inspect`
-(the verbs that run nothing); it imports neither.
+Add a new option here, in :func:`build_parser`; turn its value into an argument of
+:meth:`asyncflow.Pipeline.run` in :mod:`asyncflow._cli_options` if that needs the loaded
+pipeline. Nothing here runs a pipeline. Imported by :mod:`asyncflow._cli` (the flow),
+:mod:`asyncflow._cli_options` and :mod:`asyncflow._cli_inspect` (the verbs that run
+nothing); it imports none of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import json
-import math
 import sys
-import unicodedata
-import urllib.parse
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from . import __version__
 from . import _history as history
-from ._dask import DaskExecutor
-from ._errors import UnknownDependencyError
-from ._executors import EXECUTOR_NAMES, Executor, resolve_executor
-from ._graph import Graph
+from ._executors import EXECUTOR_NAMES
 from ._interrupt import DEFAULT_GRACE
 from ._lock import LOCK_MODES
-from ._pipeline import DEFAULT_WORKDIR, Pipeline
-from ._plan import select
+from ._pipeline import DEFAULT_WORKDIR
 from ._watchdog import DEFAULT_WARN_BLOCKING
 
 __all__ = [
@@ -39,11 +31,9 @@ __all__ = [
     "LOG_LEVELS",
     "UsageError",
     "build_parser",
-    "choose_executor",
     "fail",
-    "parse_params",
-    "parse_pools",
-    "selection",
+    "positive_int",
+    "seconds",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -107,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-concurrency",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="run at most N tasks at once (default: no limit)",
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="run at most N plain def tasks at once in worker threads of the run's own "
         "(default: --max-concurrency if given, else the number of plain def tasks, at least "
@@ -121,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--warn-blocking",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_WARN_BLOCKING,
         metavar="SECONDS",
         help="warn, naming the task and the line, when a coroutine task holds the event loop "
@@ -144,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--grace",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_GRACE,
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, the running tasks are cancelled and get this many seconds "
@@ -240,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0 (``argparse.ArgumentTypeError`` else)."""
     try:
         value = float(text)
     except ValueError:
@@ -250,7 +241,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``argparse.ArgumentTypeError`` else)."""
     try:
         value = int(text)
     except ValueError:
@@ -260,87 +252,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def parse_params(pairs: Sequence[str], pipeline: Pipeline) -> dict[str, Any]:
-    """Turn ``KEY=VALUE`` strings into parameters, typed after the pipeline's defaults.
-
-    Raises:
-        UsageError: a pair without ``=``, or a value that does not convert.
-    """
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--param expects KEY=VALUE, got {pair!r}")
-        default = pipeline.params.get(key)
-        try:
-            params[key] = _convert(raw, default)
-        except ValueError as exc:
-            raise UsageError(f"--param {key}={raw}: {exc}") from None
-    return params
-
-
-def parse_pools(pairs: Sequence[str], graph: Graph) -> dict[str, int]:
-    """Turn ``--pool TAG=N`` strings into ``pools`` for :meth:`Pipeline.run`.
-
-    Raises:
-        UsageError: a pair without ``=``, a limit that is not a positive integer, a tag
-            given twice, or a tag that no task carries (with the closest tag, if any).
-    """
-    tags = sorted({tag for node in graph.nodes for tag in node.task.tags})
-    pools: dict[str, int] = {}
-    for pair in pairs:
-        tag, sep, raw = pair.partition("=")
-        tag = tag.strip()
-        if not sep or not tag:
-            raise UsageError(f"--pool expects TAG=N, got {pair!r}")
-        try:
-            limit = _positive_int(raw.strip())
-        except argparse.ArgumentTypeError as exc:
-            raise UsageError(f"--pool {tag}={raw}: {exc}") from None
-        if tag in pools:
-            raise UsageError(f"--pool {tag} is given twice")
-        if tag not in tags:
-            close = difflib.get_close_matches(tag, tags, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UsageError(
-                f"--pool {tag}={limit}: no task has tag {tag!r}{hint} (tags: {', '.join(tags) or 'none'})"
-            )
-        pools[tag] = limit
-    return pools
-
-
-def _convert(raw: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected a boolean (true/false, yes/no, 1/0, on/off)")
-    if isinstance(default, int):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError("expected an integer") from None
-    if isinstance(default, float):
-        try:
-            number = float(raw)
-        except ValueError:
-            raise ValueError("expected a number") from None
-        if not math.isfinite(number):  # JSON has no NaN or infinity: cache keys and records need it
-            raise ValueError("expected a finite number")
-        return number
-    if isinstance(default, str):
-        return raw
-    try:
-        return json.loads(raw)
-    except ValueError:
-        if default is not None:
-            raise ValueError(f"expected JSON like the default {json.dumps(default)}") from None
-        return raw
-
-
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -348,81 +259,3 @@ def fail(message: str, code: int) -> NoReturn:
     """Print ``asyncflow: error: <message>`` on stderr and exit with ``code`` (``SystemExit``)."""
     print(f"asyncflow: error: {message}", file=sys.stderr)
     raise SystemExit(code)
-
-
-# -- options that need the graph ---------------------------------------------------------------
-
-
-def choose_executor(args: argparse.Namespace) -> Executor | None:
-    """The executor chosen by ``--executor`` and ``--dask-address`` (``None``: the default).
-
-    Raises:
-        UsageError: ``--dask-address`` with another executor, or Dask on trio.
-    """
-    name = args.executor
-    if args.dask_address is not None:
-        if name not in (None, "dask"):
-            raise UsageError(f"--dask-address needs --executor dask, not --executor {name}")
-        name = "dask"
-    if name == "dask" and args.backend != "asyncio":
-        raise UsageError(
-            f"--executor dask needs --backend asyncio: Dask's client runs on asyncio, not "
-            f"{args.backend} (--executor processes works on both)"
-        )
-    if name == "dask":
-        if args.dask_address is not None:
-            _check_dask_address(args.dask_address)
-        return DaskExecutor(address=args.dask_address)
-    return resolve_executor(name)
-
-
-def _check_dask_address(address: str) -> None:
-    """Raise :class:`UsageError` unless ``address`` looks like ``PROTOCOL://HOST:PORT``."""
-    parts = urllib.parse.urlsplit(address)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if not parts.scheme or not parts.hostname or port is None:
-        raise UsageError(
-            f"--dask-address {address!r} is not a scheduler address like tcp://HOST:PORT "
-            "(e.g. tcp://127.0.0.1:8786)"
-        )
-
-
-def _names(given: list[str] | None) -> list[str]:
-    """Task names typed on the command line, in NFKC like every task name (see ``_task``)."""
-    return [unicodedata.normalize("NFKC", name) for name in given or ()]
-
-
-def selection(args: argparse.Namespace, graph: Graph) -> list[str] | None:
-    """The tasks chosen by ``--only``/``--from``/``--until``, or ``None`` for all of them.
-
-    Each option may be repeated: ``--until B --until C`` selects the tasks upstream of B or
-    of C (and ``--from`` likewise downstream); different options narrow each other, as in
-    :func:`asyncflow._plan.select`.
-
-    Raises:
-        UsageError: an unknown task name (with a suggestion), or an empty selection.
-    """
-    only, starts, ends = (_names(args.only), _names(args.from_task), _names(args.until))
-    for option, names in (("--only", only), ("--from", starts), ("--until", ends)):
-        try:
-            graph.indices(names)
-        except UnknownDependencyError as exc:
-            raise UsageError(f"{option}: {exc}") from None
-    if len(starts) <= 1 and len(ends) <= 1:
-        try:
-            return select(graph, only=only, start=next(iter(starts), None), end=next(iter(ends), None))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    chosen = set(range(len(graph.nodes)))
-    if only:
-        chosen &= graph.indices(only)
-    if starts:
-        chosen &= graph.downstream_closure(graph.indices(starts))
-    if ends:
-        chosen &= graph.upstream_closure(graph.indices(ends))
-    if not chosen:
-        raise UsageError("the selection is empty: no task is selected by all of the given options")
-    return [graph.nodes[i].name for i in sorted(chosen)]
