@@ -156,3 +156,28 @@ async def test_coroutine_that_awaits_within_its_timeout_is_not_blamed(tmp_path: 
 
     result = await p.run(workdir=tmp_path, log=False, checkpoints=False)
     assert result.tasks["quick"].state is TaskState.SUCCEEDED
+
+
+async def test_a_thread_task_cancelled_while_waiting_for_a_thread_never_runs(tmp_path: Path) -> None:
+    p = Pipeline("p")
+    ran: list[str] = []
+
+    @p.task(timeout=5)  # takes the only thread first (a timed attempt waits for it in order)
+    def hold() -> int:
+        time.sleep(0.4)
+        return 1
+
+    @p.task(timeout=5)
+    def queued() -> int:
+        ran.append("queued")
+        return 2
+
+    @p.task
+    async def fails() -> int:
+        await anyio.sleep(0.1)
+        raise ValueError("boom")
+
+    result = await p.run(workdir=tmp_path, log=False, checkpoints=False, threads=1, fail_fast=True)
+    await anyio.sleep(0.6)  # hold's thread is free again: queued would have run by now
+    assert ran == []
+    assert result.tasks["queued"].state is TaskState.CANCELLED
