@@ -112,19 +112,45 @@ class TaskError(AsyncflowError):
 class TaskTimeoutError(TaskError, TimeoutError):
     """One attempt of a task ran longer than its ``timeout``.
 
+    The time limit starts when the attempt starts computing: for a plain ``def`` task,
+    once a worker thread is free for it (waiting for one does not count).
+
     Attributes:
         task: the task's name.
         timeout: the limit that was exceeded, in seconds.
-        thread_abandoned: True when the task is a plain ``def`` running in a worker
-            thread: a thread cannot be killed, so it was left running in the background.
+        thread_abandoned: True when the task is a plain ``def`` whose worker thread had
+            begun the function: a thread cannot be killed, so it was left running.
+        started: False when the attempt never began computing (its worker thread never
+            got the function, which then never runs); True otherwise.
+        held_loop: for a coroutine task that returned after its deadline without being
+            cancelled, the longest time in seconds one step of it held the event loop
+            without awaiting (a blocking call in ``async def``); else ``None``.
     """
 
-    def __init__(self, task: str, timeout: float, *, thread_abandoned: bool = False) -> None:
+    def __init__(
+        self,
+        task: str,
+        timeout: float,
+        *,
+        thread_abandoned: bool = False,
+        started: bool = True,
+        held_loop: float | None = None,
+    ) -> None:
         self.timeout = timeout
         self.thread_abandoned = thread_abandoned
+        self.started = started
+        self.held_loop = held_loop
         message = f"task {task!r} timed out after {timeout:g} s"
-        if thread_abandoned:
+        if not started:
+            message += " (it never started: no worker thread began it, and it will not run)"
+        elif thread_abandoned:
             message += " (its worker thread could not be stopped and was left running)"
+        elif held_loop is not None:
+            message += (
+                f" (it returned late: it held the event loop for {held_loop:.3g} s without "
+                "awaiting; make it a plain def, or move the blocking call to "
+                "anyio.to_thread.run_sync)"
+            )
         super().__init__(task, message)
 
 

@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import FrameType
@@ -95,31 +96,58 @@ def route_asyncio_logging() -> None:
 
 
 def exit_without_abandoned_threads(result: RunResult, code: int) -> int:
-    """Return ``code``, or end the process with it now if a timed-out thread still runs.
+    """Return ``code``, or end the process with it now if a thread would keep it alive.
 
     A plain ``def`` task that timed out keeps running in its worker thread (a thread cannot
-    be killed); on asyncio those threads are not daemons, so the interpreter would wait for
+    be killed); on asyncio those threads are not daemons, and neither is a thread that the
+    pipeline's module started itself (at import, say), so the interpreter would wait for
     them at exit and the command line would hang after its summary. Instead this says
-    which tasks' threads are left behind, flushes the output and the log file, and exits
-    with ``os._exit(code)``, which does not wait for them.
+    which threads are left behind (the timed-out tasks, and the other threads by name),
+    flushes the output and the log file, and exits with ``os._exit(code)``, which does not
+    wait for them. Threads that are ending anyway get up to 0.2 s to do so.
     """
     left = [
         name
         for name, error in result.errors.items()
         if isinstance(error, TaskTimeoutError) and error.thread_abandoned
     ]
-    if not left:
+    others = _foreign_threads()
+    if not left and not others:
         return code
-    print(
-        f"asyncflow: exiting without waiting for the worker thread{'s' if len(left) > 1 else ''} "
-        f"that {', '.join(left)} left behind when {'they' if len(left) > 1 else 'it'} timed out",
-        file=sys.stderr,
-    )
+    if left:
+        print(
+            f"asyncflow: exiting without waiting for the worker thread{'s' if len(left) > 1 else ''} "
+            f"that {', '.join(left)} left behind when {'they' if len(left) > 1 else 'it'} timed out",
+            file=sys.stderr,
+        )
+    if others:
+        names = ", ".join(repr(t.name) for t in others)
+        print(
+            f"asyncflow: exiting without waiting for {len(others)} non-daemon "
+            f"thread{'s' if len(others) > 1 else ''} still running: {names} (started by the "
+            "pipeline's code, not by asyncflow; make them daemon threads or join them)",
+            file=sys.stderr,
+        )
     logger.remove()  # closes the log file's sink
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
+
+
+def _foreign_threads(wait: float = 0.2) -> list[threading.Thread]:
+    """The live non-daemon threads other than the main thread and the event loops' worker
+    threads (which abandoned tasks keep busy; named by the timed-out tasks instead), after
+    giving each up to ``wait`` seconds in all to end."""
+    deadline = time.monotonic() + wait
+    found = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive() and not thread.name.startswith("AnyIO worker thread"):
+            found.append(thread)
+    return found
 
 
 def describe_error(exc: BaseException) -> str:
@@ -174,6 +202,10 @@ class TaskTracker:
             self._errors[event.task] = event.error
         elif isinstance(event, TaskCancelled) and self.interrupted_by is not None:
             self._cancelled_by_signal.add(event.task)
+
+    def raised_by(self, error: BaseException) -> str | None:
+        """The name of the task whose failure was ``error`` itself, or ``None``."""
+        return next((name for name, e in self._errors.items() if e is error), None)
 
     @property
     def run_id(self) -> str:
@@ -298,16 +330,17 @@ class SignalGuard:
 
         Raises:
             Exception: whatever ``fn()`` raised, unwrapped.
+            KeyboardInterrupt: a task raised it (the run re-raises it), unwrapped.
         """
         value: T | None = None
-        error: Exception | None = None
+        error: Exception | KeyboardInterrupt | None = None
         try:
             async with anyio.create_task_group() as tg:
                 with anyio.CancelScope() as run_scope:
                     await tg.start(self._watch, run_scope)
                     try:
                         value = await fn()
-                    except Exception as exc:
+                    except (Exception, KeyboardInterrupt) as exc:  # a task's KeyboardInterrupt too
                         error = exc
                 tg.cancel_scope.cancel()
         finally:

@@ -32,6 +32,7 @@ import anyio
 import filelock
 from loguru import logger
 
+from ._context import log_safely
 from ._errors import WorkdirLockedError
 from ._files import temporary_files
 
@@ -111,7 +112,9 @@ class WorkdirLock:
                     raise WorkdirLockedError(str(self.workdir), holder) from None
                 if not waiting_logged:
                     waiting_logged = True
-                    logger.bind(run_id=self.info["run_id"], task="-").warning(
+                    log_safely(
+                        logger.bind(run_id=self.info["run_id"], task="-"),
+                        "WARNING",
                         "working directory {!r} is in use by {}; waiting for it to finish",
                         str(self.workdir),
                         WorkdirLockedError(str(self.workdir), holder).who,
@@ -122,7 +125,9 @@ class WorkdirLock:
         # (the cancellation arrives at the caller's next await, inside ``async with``).
         self._held = True
         if removed:
-            logger.bind(run_id=self.info["run_id"], task="-").warning(
+            log_safely(
+                logger.bind(run_id=self.info["run_id"], task="-"),
+                "WARNING",
                 "removed {} temporary file{} left by an interrupted run: {}",
                 len(removed),
                 "" if len(removed) == 1 else "s",
@@ -150,8 +155,12 @@ class WorkdirLock:
     def _write_info(self) -> None:
         info = self.workdir / INFO_NAME
         tmp = info.with_name(f"{INFO_NAME}.{os.getpid()}.part")
-        tmp.write_text(json.dumps(self.info) + "\n", encoding="utf-8")
-        os.replace(tmp, info)
+        try:
+            tmp.write_text(json.dumps(self.info) + "\n", encoding="utf-8")
+            os.replace(tmp, info)
+        except BaseException:  # a full disk, say: leave no half-written .part behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     def read_holder(self) -> dict[str, Any] | None:
         """What the holding run wrote to ``.lock.info``, or ``None`` (missing or unreadable)."""

@@ -10,11 +10,14 @@ Only the command line calls :func:`add_cli_sinks`.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from loguru import logger
 
+from ._context import sink_failed
 from ._events import (
     AttemptFailed,
     Event,
@@ -28,7 +31,7 @@ from ._events import (
     TaskSucceeded,
 )
 
-__all__ = ["CONSOLE_FORMAT", "FILE_FORMAT", "LogListener", "add_cli_sinks"]
+__all__ = ["CONSOLE_FORMAT", "FILE_FORMAT", "LogFile", "LogListener", "add_cli_sinks", "log_file_failure"]
 
 CONSOLE_FORMAT = (
     "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{extra[task]}</cyan> {message}"
@@ -45,7 +48,14 @@ class LogListener:
     """
 
     def __call__(self, event: Event) -> None:
-        """Log ``event``."""
+        """Log ``event``; a loguru sink that raises (``catch=False``) drops the line, never
+        the run (see :func:`asyncflow._context.sink_failed`)."""
+        try:
+            self._log(event)
+        except Exception as exc:
+            sink_failed(exc)
+
+    def _log(self, event: Event) -> None:
         task = getattr(event, "task", "-")
         log = logger.bind(run_id=event.run_id, task=task)
         if isinstance(event, TaskStarted):
@@ -96,6 +106,74 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+class LogFile:
+    """A loguru sink that appends to one file, and that a full disk cannot break.
+
+    The file (and its missing parent folders) appear with the first line, so a run that
+    never starts leaves no empty log behind. When a write fails (``ENOSPC``, ``EIO``, a
+    removed folder), the sink stops writing, keeps the error in :attr:`failure`, and
+    removes what it created if nothing was written: no loguru "Logging error" traceback,
+    no empty ``run.log`` to point at.
+
+    Args:
+        path: the log file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failure: OSError | None = None
+        """The error that stopped this sink, or ``None``."""
+        self._file: TextIO | None = None
+        self._created: list[Path] = []
+        self._written = False
+
+    def write(self, message: str) -> None:
+        """Append ``message`` and flush; after a failure, do nothing."""
+        if self.failure is not None:
+            return
+        try:
+            if self._file is None:
+                missing = [p for p in reversed(self.path.parents) if not p.exists()]
+                for folder in missing:
+                    folder.mkdir()
+                    self._created.append(folder)
+                if not self.path.exists():
+                    self._created.append(self.path)
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+            self._file.write(message)
+            self._file.flush()
+            self._written = True
+        except OSError as exc:
+            self.failure = exc
+            self._abandon()
+
+    def _abandon(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        if self._written:
+            return
+        for created in reversed(self._created):  # the file first, then its folders
+            with contextlib.suppress(OSError):
+                created.unlink() if created == self.path else created.rmdir()
+
+    def stop(self) -> None:
+        """Close the file (loguru calls this when the sink is removed)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+_log_file: LogFile | None = None
+
+
+def log_file_failure() -> OSError | None:
+    """Why the command line's log file could not be written (``None``: it could, or none)."""
+    return _log_file.failure if _log_file is not None else None
+
+
 def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False) -> list[int]:
     """Enable asyncflow's logging and add the command line's sinks.
 
@@ -134,18 +212,21 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
             diagnose=False,
         )
     ]
+    global _log_file
+    _log_file = None
     if log_file is not None:
-        # delay=True: the file (and its folder) appear with the first line, so a run that
-        # never starts (refused by the workdir lock, say) leaves no empty log behind.
+        # A LogFile: it appears with the first line, so a run that never starts (refused
+        # by the workdir lock, say) leaves no empty log behind, and a full disk stops it
+        # quietly (see log_file_failure) instead of a traceback per line.
+        _log_file = LogFile(log_file)
         ids.append(
             logger.add(
-                log_file,
+                _log_file,
                 level="DEBUG",
                 format=FILE_FORMAT,
                 backtrace=False,
                 diagnose=False,
-                encoding="utf-8",
-                delay=True,
+                colorize=False,
             )
         )
     return ids

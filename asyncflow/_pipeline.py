@@ -289,6 +289,8 @@ class Pipeline:
         record: bool | RunRecorder = False,
         lock: LockMode | None = "fail",
         executor: Executor | str | None = None,
+        threads: int | None = None,
+        warn_blocking: float | None = None,
     ) -> RunResult:
         """Run the pipeline once, inside the caller's event loop (asyncio or trio).
 
@@ -336,6 +338,14 @@ class Pipeline:
                 :class:`~asyncflow.DaskExecutor` on a local cluster started for the run),
                 or any :class:`~asyncflow.Executor`. Coroutine tasks always run on the
                 event loop, and tasks declared ``executor="local"`` in worker threads.
+            threads: the most worker threads computing plain ``def`` tasks at once, in a
+                limiter of this run's own (not anyio's process-wide 40); CLI ``--threads``.
+                ``None`` (default): ``max_concurrency`` if set, else the number of plain
+                ``def`` tasks that run in threads, at least 40 and at most 256. A task's
+                ``timeout`` starts once it has a thread.
+            warn_blocking: seconds; log a warning naming the coroutine task (and the
+                line) that holds the event loop longer than this without awaiting. Default
+                ``None``: off (the CLI's ``--warn-blocking`` turns it on, at 0.25 s).
 
         Returns:
             the :class:`~asyncflow.RunResult`; failed tasks do not raise (see
@@ -349,7 +359,8 @@ class Pipeline:
             UnknownDependencyError: ``only`` names a task that does not exist.
             MissingCheckpointError: ``only`` needs upstream results that were never
                 checkpointed (nothing has run).
-            ValueError: ``max_concurrency`` or a pool limit is not a positive int, or
+            ValueError: ``max_concurrency``, ``threads`` or a pool limit is not a positive int,
+                ``warn_blocking`` not a positive number of seconds, or
                 ``executor`` is not a known name or an :class:`~asyncflow.Executor`.
             OSError: the working directory cannot be created.
             WorkdirLockedError: ``lock="fail"`` and another run holds the working directory.
@@ -405,6 +416,8 @@ class Pipeline:
                     pools=pools,
                     executor=chosen_executor,
                     serializer=self.serializer,
+                    threads=threads,
+                    warn_blocking=warn_blocking,
                 )
             finally:
                 if held is not None:

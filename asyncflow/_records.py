@@ -50,6 +50,7 @@ from typing import Any, Literal
 import anyio
 from loguru import logger
 
+from ._context import log_safely
 from ._dist import DISTRIBUTION
 from ._events import (
     AttemptFailed,
@@ -615,7 +616,12 @@ async def save_after_run(recorder: RunRecorder, directory: Path) -> Path | None:
     try:
         return await recorder.save(directory)
     except OSError as exc:
-        logger.bind(run_id=recorder.run_id, task="-").error("the run record could not be written: {}", exc)
+        log_safely(
+            logger.bind(run_id=recorder.run_id, task="-"),
+            "ERROR",
+            "the run record could not be written: {}",
+            exc,
+        )
         return None
 
 

@@ -31,14 +31,17 @@ Attempts. Each attempt of a task runs under a cancel scope only when the task ha
 :class:`~asyncflow.RetryPolicy` retries is followed by ``anyio.sleep(backoff)``; anything
 else fails the task. Cancellation is never caught here except to record it and re-raise.
 An attempt of a coroutine task awaits its coroutine here, on the event loop; an attempt of
-a plain ``def`` task awaits the run's executor (see :mod:`asyncflow._executors`: a worker
-thread by default, else a process pool or a Dask cluster, opened before the first task
-and closed after the last), so retries, timeouts and cancellation work the same wherever
-it computes. A pickling error or a forgotten ``await`` is never retried.
+a plain ``def`` task awaits the run's executor (see :mod:`asyncflow._executors`: one of
+the run's own worker threads by default, at most ``threads`` at once, else a process pool
+or a Dask cluster, opened before the first task and closed after the last), so retries,
+timeouts and cancellation work the same wherever it computes. A pickling error or a
+forgotten ``await`` is never retried.
 
 Failures. A failed task marks every task downstream of it SKIPPED (each visited once);
 everything else keeps running. With ``fail_fast`` the first failure cancels the task
-group instead, and every unfinished task ends CANCELLED.
+group instead, and every unfinished task ends CANCELLED. A task that raises
+``KeyboardInterrupt`` fails and cancels the run the same way, and the run then re-raises
+that ``KeyboardInterrupt`` (noting the task) to its caller, on both backends.
 
 Checkpoints. When the run has a store, each task's cache key is computed when it becomes
 ready (see :mod:`asyncflow._cache`); a checkpointed task whose stored key matches is
@@ -73,7 +76,7 @@ from loguru import logger
 from ._attempt import call_task, run_attempt
 from ._cache import CacheKey, KeyBase, TrackedParams, base_key, finish_key, result_digest, volatile_key
 from ._checkpointing import Stager, lookup, recorded_reads, save, stage, write_failed
-from ._context import RunContext, task_logger
+from ._context import RunContext, log_safely, task_logger
 from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
@@ -94,12 +97,13 @@ from ._events import (
     TaskState,
     TaskSucceeded,
 )
-from ._executors import Executor, Submit, submit_thread
+from ._executors import Executor, LocalExecutor, Submit, WorkerThreads, default_threads
 from ._graph import Graph, Node
 from ._result import RunResult, TaskRuns
 from ._serializers import JSON, Serializer
 from ._store import Checkpoint, CheckpointStore
 from ._task import missing_outputs
+from ._watchdog import watch_loop
 
 __all__ = ["execute", "new_run_id"]
 
@@ -156,6 +160,7 @@ class _Run:
         preloaded: Mapping[int, Checkpoint],
         pools: Mapping[str, int],
         serializer: Serializer,
+        threads: WorkerThreads,
     ) -> None:
         n = len(graph.nodes)
         self.graph = graph
@@ -193,6 +198,8 @@ class _Run:
         self.errors: list[BaseException | None] = [None] * n
         # Where each plain def task runs, once an executor is placed (see place()); until
         # then none: every plain def task runs in a worker thread, at no cost per task.
+        self.threads = threads
+        self.thread_submit = threads.submit
         self.submits: list[Submit] | None = None
         self.reasons: list[str | None] = [None] * n
         self.ready: deque[int] = deque()
@@ -200,6 +207,7 @@ class _Run:
         self.pending = 0
         self.yielding = 0
         self.cancel_reason: str | None = None
+        self.stopped_by: KeyboardInterrupt | None = None
         self.tg: TaskGroup | None = None
         self.now: Callable[[], float] = anyio.current_time  # the backend's own clock, bound in execute()
 
@@ -212,8 +220,13 @@ class _Run:
             except Exception:
                 # A new list, so that this loop goes on over the old one undisturbed.
                 self.listeners = [other for other in self.listeners if other is not listener]
-                logger.opt(exception=True).error(
-                    "event listener {!r} raised and was disabled for run {}", listener, self.run_id
+                log_safely(
+                    logger,
+                    "ERROR",
+                    "event listener {!r} raised and was disabled for run {}",
+                    listener,
+                    self.run_id,
+                    exception=True,
                 )
 
     # -- the run --------------------------------------------------------------------------
@@ -251,6 +264,8 @@ class _Run:
         result = self.build_result(mono0, wall0, now())
         if self.listeners:
             self.emit_finished(result)
+        if self.stopped_by is not None:
+            raise self.stopped_by
         return result
 
     def emit_finished(self, result: RunResult) -> None:
@@ -429,7 +444,7 @@ class _Run:
                 if task.timeout is None:  # one coroutine frame less on the common path
                     result = await call_task(task, kwargs, self.submit_of(i))
                 else:
-                    result = await run_attempt(task, kwargs, self.submit_of(i))
+                    result = await run_attempt(task, kwargs, self.submit_of(i), self.threads)
             except Exception as exc:
                 retry = not isinstance(exc, ForgottenAwaitError | TaskPicklingError) and policy.should_retry(
                     attempt, exc
@@ -451,6 +466,9 @@ class _Run:
                     return
                 await anyio.sleep(delay)
                 continue
+            except KeyboardInterrupt as exc:  # raised by the task (a thread's too): stop the run
+                self.stop(i, exc)
+                return
             break
 
         if store is not None:
@@ -531,8 +549,10 @@ class _Run:
         except Exception:
             stale = True
         if stale:
-            logger.bind(run_id=self.run_id, task=node.name).warning(
-                "using a stale checkpoint: the task or its upstream changed since it was saved"
+            log_safely(
+                logger.bind(run_id=self.run_id, task=node.name),
+                "WARNING",
+                "using a stale checkpoint: the task or its upstream changed since it was saved",
             )
 
     async def base_key(self, node: Node, serializer: Serializer) -> KeyBase:
@@ -548,20 +568,24 @@ class _Run:
         task = self.nodes[i].task
         missing = missing_outputs(task, self.workdir, self.params)
         if missing:
-            logger.bind(run_id=self.run_id, task=task.name).info(
-                "checkpoint matches but output {} is missing: running it again", missing[0]
+            log_safely(
+                logger.bind(run_id=self.run_id, task=task.name),
+                "INFO",
+                "checkpoint matches but output {} is missing: running it again",
+                missing[0],
             )
         return bool(missing)
 
     def place(self, submit: Submit) -> None:
         """Send every plain def task not declared ``executor="local"`` to ``submit``."""
-        self.submits = [submit_thread if node.task.executor == "local" else submit for node in self.nodes]
+        local = self.thread_submit
+        self.submits = [local if node.task.executor == "local" else submit for node in self.nodes]
 
     def submit_of(self, i: int) -> Submit | None:
         """Where task ``i`` runs: ``None`` for a coroutine (on the event loop)."""
         if self.nodes[i].task.is_async:
             return None
-        return submit_thread if self.submits is None else self.submits[i]
+        return self.thread_submit if self.submits is None else self.submits[i]
 
     def context(self, task: str, attempt: int, params: Mapping[str, Any] | None) -> RunContext:
         return RunContext(
@@ -598,6 +622,20 @@ class _Run:
             remaining[d] -= 1
             if remaining[d] == 0 and states[d] is PENDING:
                 ready.append(d)
+
+    def stop(self, i: int, error: KeyboardInterrupt) -> None:
+        """Task ``i`` raised ``KeyboardInterrupt``: it fails, the run is cancelled, and
+        :meth:`execute` re-raises ``error`` (with a note naming the task) once every task
+        has ended, on asyncio as on trio (asyncio would let it escape the event loop)."""
+        name = self.nodes[i].name
+        error.add_note(f"raised by asyncflow task {name!r} of pipeline {self.pipeline!r}")
+        self.fail(i, error)
+        if self.stopped_by is None:
+            self.stopped_by = error
+        if self.cancel_reason is None or self.cancel_reason.startswith("fail_fast"):
+            self.cancel_reason = f"task {name!r} raised KeyboardInterrupt"
+            assert self.tg is not None
+            self.tg.cancel_scope.cancel()
 
     def fail(self, i: int, error: BaseException) -> None:
         t = self.now()
@@ -661,6 +699,8 @@ async def execute(
     pools: Mapping[str, int] | None = None,
     executor: Executor | None = None,
     serializer: Serializer = JSON,
+    threads: int | None = None,
+    warn_blocking: float | None = None,
 ) -> RunResult:
     """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
 
@@ -675,11 +715,19 @@ async def execute(
     opened before the first task starts and closed after the last one ended. ``None``: the
     tasks run in worker threads, with nothing to open (see :mod:`asyncflow._executors`).
 
+    ``threads`` is the most worker threads the run's plain ``def`` tasks use at once, in
+    a limiter of the run's own (never anyio's shared default of 40); ``None``: see
+    :func:`~asyncflow._executors.default_threads`.
+
+    ``warn_blocking`` (seconds): warn, naming the task, when a coroutine task holds the
+    event loop longer than this (see :mod:`asyncflow._watchdog`); ``None``: no watchdog.
+
     Raises:
         MissingCheckpointError: ``selected`` needs upstream results that have no checkpoint
             (or the run has no store); nothing has run.
         UnknownDependencyError: ``selected`` names a task that does not exist.
-        ValueError: ``max_concurrency`` is not a positive int.
+        ValueError: ``max_concurrency`` or ``threads`` is not a positive int, or
+            ``warn_blocking`` not a positive number of seconds.
         ExecutorError: ``executor`` cannot be used; no task has run.
         anyio's cancellation exception: the caller was cancelled; every running task was
             cancelled and awaited before it propagates.
@@ -689,6 +737,16 @@ async def execute(
     for tag, limit in (pools or {}).items():
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"the limit of pool {tag!r} must be a positive int, not {limit!r}")
+    if type(executor) is LocalExecutor:  # its threads are the run's own threads
+        executor = None
+    if threads is None:
+        in_threads = sum(
+            1
+            for node in graph.nodes
+            if not node.task.is_async and (executor is None or node.task.executor == "local")
+        )
+        threads = default_threads(in_threads, max_concurrency)
+    worker_threads = WorkerThreads(threads)
     preloaded: dict[int, Checkpoint] = {}
     if selected is not None:
         names = list(selected)  # read twice below: an iterator must not run dry
@@ -721,7 +779,15 @@ async def execute(
         preloaded=preloaded,
         pools=pools or {},
         serializer=serializer,
+        threads=worker_threads,
     )
+    if warn_blocking is not None:
+        async with watch_loop(graph, warn_blocking, run.run_id):
+            return await _execute(run, executor)
+    return await _execute(run, executor)
+
+
+async def _execute(run: _Run, executor: Executor | None) -> RunResult:
     if executor is None:
         return await run.execute()
     async with executor.open() as submit:

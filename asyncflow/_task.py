@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,9 @@ def make_task(
     """Build a :class:`Task` from a function and the decorator's options.
 
     Raises:
-        InvalidTaskNameError: the name is not a Python identifier.
+        InvalidTaskNameError: the name is not a Python identifier. A valid name is
+            normalized to Unicode NFKC (as Python normalizes identifiers), so two
+            spellings of one name are one task name (then a ``DuplicateTaskError``).
         PipelineDefinitionError: ``fn`` is not callable, takes ``*args``/``**kwargs`` or
             positional-only parameters, ``inputs`` names a parameter ``fn`` lacks,
             ``timeout`` is not a positive number of seconds, or ``executor`` is neither
@@ -143,6 +146,9 @@ def make_task(
             f"task name {task_name!r} is not a Python identifier; "
             "pass name='...' with letters, digits and underscores only"
         )
+    # One spelling per name: Python reads identifiers as NFKC (so a parameter naming this
+    # task is NFKC), and an NFC and an NFD spelling of one name print identically.
+    task_name = unicodedata.normalize("NFKC", task_name)
     if task_name in RESERVED_PARAMETERS:
         raise InvalidTaskNameError(
             f"task name {task_name!r} is reserved: a parameter named {task_name!r} receives the "

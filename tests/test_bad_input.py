@@ -538,3 +538,18 @@ def test_error_descriptions_flatten_exception_groups() -> None:
     assert describe_error(group) == "2 errors: ValueError: a; KeyError: 'b'"
     assert describe_error(SystemExit(3)) == "SystemExit: 3"
     assert describe_error(KeyboardInterrupt()) == "KeyboardInterrupt"
+
+
+def test_nfc_and_nfd_spellings_of_a_task_name_are_one_name() -> None:
+    import unicodedata
+
+    from asyncflow import DuplicateTaskError
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    p = Pipeline("p")
+    p.task(name=nfd)(lambda: 1)
+    assert [t.name for t in p.validate().nodes] == [nfc]
+    with pytest.raises(DuplicateTaskError, match="café"):
+        p.task(name=nfc)(lambda: 2)
+        p.validate()

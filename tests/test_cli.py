@@ -244,3 +244,64 @@ def test_a_deleted_report_is_written_again_by_the_next_run(tmp_path: Path) -> No
     assert rows.pop("report") == "succeeded"
     assert set(rows.values()) == {"cached"}
     assert report.read_text() == text
+
+
+def test_a_console_that_cannot_show_a_task_name_never_breaks_the_output(tmp_path: Path) -> None:
+    from faults import cli, env, write_pipeline
+
+    path = write_pipeline(
+        tmp_path,
+        """
+        import asyncflow
+
+        pipeline = asyncflow.Pipeline("cjk")
+
+
+        @pipeline.task
+        def 数据() -> int:
+            return 1
+
+
+        @pipeline.task
+        async def report(数据: int) -> int:
+            return 数据 + 1
+        """,
+    )
+    result = cli(path, "--workdir", tmp_path / "w", environ=env(PYTHONIOENCODING="cp1252"))
+    assert result.returncode == 0, result.stderr
+    assert "\\u6570\\u636e" in result.stdout  # the name, escaped, in the summary
+    assert "Traceback" not in result.stderr and "UnicodeEncodeError" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_non_daemon_thread_started_by_the_module_does_not_keep_the_cli_alive(
+    tmp_path: Path, backend: str
+) -> None:
+    import time
+
+    from faults import cli, states, write_pipeline
+
+    path = write_pipeline(
+        tmp_path,
+        """
+        import threading
+        import time
+
+        import asyncflow
+
+        threading.Thread(target=time.sleep, args=(60,), name="poller").start()
+
+        pipeline = asyncflow.Pipeline("threads")
+
+
+        @pipeline.task
+        def work() -> int:
+            return 1
+        """,
+    )
+    began = time.monotonic()
+    result = cli(path, "--workdir", tmp_path / "w", "--backend", backend, timeout=40)
+    assert time.monotonic() - began < 30  # far from the thread's 60 s
+    assert result.returncode == 0, result.stderr
+    assert states(result.stdout) == {"work": "succeeded"}
+    assert "exiting without waiting for 1 non-daemon thread still running: 'poller'" in result.stderr

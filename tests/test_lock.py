@@ -290,3 +290,70 @@ async def test_unknown_lock_mode_is_a_value_error(tmp_path: Path) -> None:
     p = Pipeline("p")
     with pytest.raises(ValueError, match="lock must be 'fail', 'wait' or None, not 'maybe'"):
         await p.run(workdir=tmp_path, log=False, lock="maybe")  # type: ignore[arg-type]
+
+
+FULL_DISK = """
+import builtins, errno, io, os, runpy, sys
+
+FULL = os.path.realpath(os.environ["FULL_DIR"])
+real_open = io.open
+
+
+class NoSpace:
+    # A file on a full disk: it can be created, but no byte can be written to it.
+    def __init__(self, raw):
+        self.raw = raw
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
+
+
+def full_open(file, mode="r", *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    path = os.path.realpath(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+    if path.startswith(FULL + os.sep) and any(m in mode for m in "wax+"):
+        return NoSpace(f)
+    return f
+
+
+io.open = builtins.open = full_open
+sys.argv = ["asyncflow", *sys.argv[1:]]
+runpy.run_module("asyncflow", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_disk_full_at_start_is_one_line_and_leaves_nothing_behind(tmp_path: Path, backend: str) -> None:
+    import subprocess
+    import sys
+
+    from faults import ROOT, env
+
+    wrapper = tmp_path / "full_disk.py"
+    wrapper.write_text(FULL_DISK, encoding="utf-8")
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(wrapper), "pipelines.prices", "--workdir", str(workdir), "--backend", backend],
+        cwd=ROOT,
+        env=env(FULL_DIR=str(workdir)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"asyncflow: error: cannot write to working directory {str(workdir)!r}: No space left on device"
+    ]
+    assert result.stdout == ""
+    left = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+    assert left == [".lock"]  # the OS lock file itself, which every run keeps; no .part, no empty run.log

@@ -1009,3 +1009,35 @@ async def test_caller_cancellation_during_a_thread_task_starts_no_downstream_tas
         await run(p, tmp_path, checkpoints=checkpoints, force=True)
     assert scope.cancelled_caught
     assert started == ["slow"]
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "thread"])
+async def test_keyboardinterrupt_from_a_task_cancels_the_run_and_is_reraised_naming_it(
+    tmp_path: Path, kind: str
+) -> None:
+    p = Pipeline("p")
+    cleaned: list[str] = []
+
+    @p.task
+    async def long() -> int:
+        try:
+            await anyio.sleep(30)
+        finally:
+            cleaned.append("long")
+        return 1
+
+    def interrupt() -> int:
+        raise KeyboardInterrupt
+
+    async def interrupt_async() -> int:
+        await anyio.sleep(0.05)
+        raise KeyboardInterrupt
+
+    p.task(name="boom")(interrupt if kind == "thread" else interrupt_async)
+    events: list[Event] = []
+    with anyio.fail_after(10), pytest.raises(KeyboardInterrupt) as caught:
+        await p.run(workdir=tmp_path, log=False, checkpoints=False, listeners=[events.append])
+    assert "raised by asyncflow task 'boom' of pipeline 'p'" in getattr(caught.value, "__notes__", [])
+    assert cleaned == ["long"]
+    finished = [e for e in events if isinstance(e, RunFinished)]
+    assert len(finished) == 1 and not finished[0].ok

@@ -239,3 +239,46 @@ def test_thread_running_at_the_signal_finishes_within_the_grace_and_is_checkpoin
     assert states(out) == {"crunch": "succeeded", "report": "cancelled"}
     assert checkpoints(workdir) == {"crunch": 42}
     assert leftovers(workdir) == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("kind", ["async def", "def"])
+def test_a_task_raising_keyboardinterrupt_stops_the_run_alike_on_both_backends(
+    tmp_path: Path, backend: str, kind: str
+) -> None:
+    path = write_pipeline(
+        tmp_path,
+        f"""
+        import anyio
+
+        import asyncflow
+
+        pipeline = asyncflow.Pipeline("ki")
+
+
+        @pipeline.task
+        async def ok() -> int:
+            return 1
+
+
+        @pipeline.task
+        async def other(ok: int) -> int:
+            await anyio.sleep(30)
+            return ok
+
+
+        @pipeline.task
+        {kind} boom(ok: int) -> int:
+            raise KeyboardInterrupt
+        """,
+    )
+    workdir = tmp_path / "w"
+    began = time.monotonic()
+    result = cli(path, "--workdir", workdir, "--backend", backend)
+    assert time.monotonic() - began < 20  # `other` was cancelled, not awaited for 30 s
+    assert result.returncode == 130, result.stderr
+    assert states(result.stdout) == {"ok": "succeeded", "other": "cancelled", "boom": "failed"}
+    assert "asyncflow: task 'boom' raised KeyboardInterrupt: the run stopped" in result.stderr
+    for raw in ("Traceback", "ExceptionGroup", "  File "):
+        assert raw not in result.stdout + result.stderr
+    assert set(checkpoints(workdir)) == {"ok"}
