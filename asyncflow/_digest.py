@@ -1,0 +1,520 @@
+"""Code and value digests for cache keys: what a task computes, hashed exactly.
+
+:func:`code_digest` hashes a task function *together with the user code it reaches*:
+
+* **What is followed.** From the function's code object (and the code objects nested in
+  its ``co_consts``: inner functions, lambdas, comprehensions), every name in ``co_names``
+  is looked up in the function's ``__globals__``. A name bound to a function, a class, a
+  module, an enum member or plain data *of the user's own code* is followed: functions
+  transitively, classes through every method, property, static and class method and user
+  base class, modules by looking up the same names as attributes (``helpers.scale``). The
+  cells of closures that hold functions are followed the same way, decorators through
+  ``__wrapped__``, ``functools.partial`` (nested too) through ``.func``, bound methods
+  through ``__func__`` and their class. Cycles and recursion end because each object is
+  visited once per digest. Attribute names are over-approximated: any name in
+  ``co_names`` is looked up in every user module the code reaches, so an unrelated
+  attribute of the same name can only cause a needless rerun, never a stale result.
+* **What is not followed.** Code whose file is in the standard library, installed
+  packages or asyncflow itself (the rule is :func:`asyncflow._values.is_user_file`), and
+  built-ins. Module-level objects that are neither code nor plain data (a logger, a client
+  made at import time) are not part of the digest and not warned about; their class is
+  followed when it is user code.
+* **How code is hashed.** Never from source: from bytecode (``co_code``, the exception
+  table, ``co_consts`` with nested code recursively, ``co_names``, ``co_varnames``,
+  ``co_freevars``, ``co_cellvars``, argument counts, flags and ``co_name``), plus
+  ``sys.version_info[:2]``, since bytecode differs between Python versions. Line numbers
+  and file names are left out, so moving a function or editing comments elsewhere keeps
+  its digest, and editing its body changes it. Docstrings are constants, so editing one
+  changes the digest. Defaults, keyword defaults, closure cells and ``partial`` arguments
+  are hashed by value (:func:`value_digest`); module constants that are plain data too.
+* **What is left out, loudly.** A bound value with no stable encoding (an open file, a
+  client, an object whose ``repr`` is its address) goes into :attr:`CodeDigest.left_out`,
+  and :func:`warn_left_out` says so once per task.
+
+The one remaining way to be wrong: behaviour that lives outside the user's modules
+(an upgraded library, a changed file or database a task reads behind asyncflow's back, a
+module-level object mutated in place during the process). The remedy is the task's
+``cache_key_fn=``, whose value is part of the key.
+
+Caches, the only state here besides the warned-once set: the digest of each code object,
+and the walk of each function (its parts and the global bindings it looked up), both keyed
+by ``id`` with a weak reference that drops the entry with the object. A cached walk is
+reused while every binding it looked up is unchanged (re-importing or rebinding a helper
+or a constant starts a new walk), so a 10,000-task ``partial`` fan-out of one function
+walks it once and then pays only for each partial's bound values.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import os
+import sys
+import types
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from ._values import Unhashable, describe, encode, is_user_file
+
+__all__ = ["CodeDigest", "code_digest", "describe_change", "value_digest", "warn_left_out"]
+
+_PYTHON = hashlib.sha256(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode()).hexdigest()
+_MISSING: Any = object()
+_PLAIN = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeDigest:
+    """What a callable computes, as one digest and the parts it was made of.
+
+    Attributes:
+        digest: hex SHA-256 over the sorted ``label=part`` lines of ``parts``.
+        parts: ``{label: hex SHA-256 of that component}``. Labels: ``"python"``,
+            ``"body"`` (the task function's own code), ``"helper <file>:<qualname>"`` (a
+            user function reached), ``"class <file>:<qualname>"``, ``"constant
+            <file>:<name>"`` (a plain-data module global read), ``"bound <param>"`` (a
+            ``partial`` argument; ``"bound #<i>"`` when a positional one has no name,
+            ``"bound self"`` for a bound method's object), ``"default <param>"``,
+            ``"closure <variable>"``. ``<file>`` is the module's path relative to its
+            import root (``pipelines/prices.py``), so it does not depend on the current
+            directory.
+        left_out: descriptions of values that could not be hashed stably and are not in
+            the digest, e.g. ``"bound argument 'session' (a ClientSession)"``.
+    """
+
+    digest: str
+    parts: Mapping[str, str]
+    left_out: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Walked:
+    parts: dict[str, str]
+    left_out: tuple[str, ...]
+    witnesses: list[tuple[dict[str, Any], str, Any]]
+    code: Any
+    result: CodeDigest | None = None
+
+
+_shapes: dict[int, tuple[weakref.ref[types.CodeType], str, tuple[str, ...]]] = {}
+_walks: dict[int, tuple[weakref.ref[Any], _Walked]] = {}
+_warned: set[str] = set()
+
+
+def _dropper(cache: dict[int, Any], key: int) -> Callable[[object], None]:
+    """A weak reference callback that removes ``key`` from ``cache`` with its object."""
+
+    def drop(_: object) -> None:
+        cache.pop(key, None)
+
+    return drop
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _shape(code: types.CodeType) -> tuple[str, tuple[str, ...]]:
+    """The bytecode digest of ``code`` and every name its code (nested too) looks up."""
+    entry = _shapes.get(id(code))
+    if entry is not None and entry[0]() is code:
+        return entry[1], entry[2]
+    names = dict.fromkeys(code.co_names)
+    consts = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            inner, inner_names = _shape(const)
+            names.update(dict.fromkeys(inner_names))
+            consts.append(f"C{inner};")
+        else:
+            consts.append(encode(const, repr))
+    header = (
+        f"{code.co_name}|{code.co_argcount}|{code.co_posonlyargcount}|{code.co_kwonlyargcount}|"
+        f"{code.co_flags}|{code.co_names}|{code.co_varnames}|{code.co_freevars}|{code.co_cellvars}|"
+    )
+    h = hashlib.sha256(header.encode("utf-8", "surrogatepass"))
+    h.update(code.co_code)
+    h.update(code.co_exceptiontable)
+    h.update("".join(consts).encode("utf-8", "surrogatepass"))
+    digest, found = h.hexdigest(), tuple(names)
+    key = id(code)
+    _shapes[key] = (weakref.ref(code, _dropper(_shapes, key)), digest, found)
+    return digest, found
+
+
+def _where(namespace: Mapping[str, Any]) -> str:
+    """``pipelines/prices.py`` for the globals of module ``pipelines.prices``."""
+    name = namespace.get("__name__")
+    if not isinstance(name, str):
+        return "<unknown>"
+    if name == "__main__":
+        file = namespace.get("__file__")
+        return os.path.basename(file) if isinstance(file, str) else "__main__"
+    return name.replace(".", "/") + ("/__init__.py" if "__path__" in namespace else ".py")
+
+
+def _is_user(obj: Any) -> bool:
+    code = getattr(obj, "__code__", None)
+    if isinstance(code, types.CodeType):
+        return is_user_file(code.co_filename)
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    if module is None:
+        return False
+    return _is_user_module(module)
+
+
+def _is_user_module(module: types.ModuleType) -> bool:
+    if module.__name__ == "__main__":
+        return True
+    file = getattr(module, "__file__", None)
+    return isinstance(file, str) and is_user_file(file)
+
+
+class _Walk:
+    """One transitive walk from a root callable; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, str] = {"python": _PYTHON}
+        self.left_out: list[str] = []
+        self.witnesses: list[tuple[dict[str, Any], str, Any]] = []
+        self.seen: set[int] = set()
+
+    def value(self, value: Any, what: str) -> str | None:
+        """The digest of a bound value met during the walk; ``None`` (and noted) if unhashable."""
+        try:
+            return _sha(encode(value, self.token))
+        except Unhashable as exc:
+            nested = "" if exc.value is value else "holds "
+            self.left_out.append(f"{what} ({nested}{describe(exc.value)})")
+            return None
+
+    def token(self, obj: Any) -> str:
+        """Stand-in for code met inside a value: the code is walked, its name is the token."""
+        self.reference(obj)
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+
+    def function(self, fn: types.FunctionType, label: str | None, root: bool = False) -> str:
+        """Walk ``fn``; record it as a helper part under ``label`` (or return its digest).
+
+        The root's own defaults and plain closure values are left to :func:`code_digest`,
+        which hashes them on every call; a helper's are part of its digest.
+        """
+        shape, names = _shape(fn.__code__)
+        own = [shape]
+        where = _where(fn.__globals__)
+        of = f" of {fn.__code__.co_qualname}() ({where})"
+        for i, value in enumerate(() if root else fn.__defaults__ or ()):
+            own.append(f"d{i}={self.value(value, f'default #{i}{of}')}")
+        for key, value in sorted(() if root else (fn.__kwdefaults__ or {}).items()):
+            own.append(f"k{key}={self.value(value, f'default {key!r}{of}')}")
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell: a name assigned later in the outer function
+                continue
+            if root and not callable(contents):
+                continue
+            own.append(f"c{var}={self.value(contents, f'closure variable {var!r}{of}')}")
+        self.names(names, fn.__globals__, where)
+        digest = _sha("|".join(own))
+        if label is not None:
+            self.record(label, digest)
+        return digest
+
+    def record(self, label: str, digest: str) -> None:
+        """Set part ``label``; two different objects under one label (an old function
+        still bound by ``from m import f`` after ``m`` was reloaded) both count."""
+        known = self.parts.get(label)
+        self.parts[label] = digest if known in (None, digest) else _sha("+".join(sorted((known, digest))))
+
+    def names(self, names: tuple[str, ...], namespace: dict[str, Any], where: str) -> None:
+        """Follow every name of ``names`` bound in ``namespace`` (a module's globals)."""
+        for name in names:
+            obj = namespace.get(name, _MISSING)
+            if obj is _MISSING:
+                continue
+            if isinstance(obj, types.ModuleType):
+                if _is_user_module(obj) and id(obj) not in self.seen:
+                    self.seen.add(id(obj))
+                    self.witnesses.append((namespace, name, obj))
+                    self.names(names, vars(obj), _where(vars(obj)))
+            elif isinstance(obj, (*_PLAIN, enum.Enum)):
+                digest = self.value(obj, f"constant {name}")
+                if digest is not None:
+                    self.witnesses.append((namespace, name, obj))
+                    self.record(f"constant {where}:{name}", digest)
+            elif self.reference(obj):
+                self.witnesses.append((namespace, name, obj))
+
+    def reference(self, obj: Any) -> bool:
+        """Follow ``obj`` if it is (or leads to) user code; whether it did."""
+        if id(obj) in self.seen:
+            return True
+        self.seen.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            if _is_user(obj):
+                self.function(obj, f"helper {_where(obj.__globals__)}:{obj.__code__.co_qualname}")
+                return True
+            wrapped = getattr(obj, "__wrapped__", None)
+            return wrapped is not None and self.reference(wrapped)
+        if isinstance(obj, type):
+            if not _is_user(obj):
+                return False
+            self.klass(obj)
+            return True
+        if isinstance(obj, types.MethodType):
+            return self.reference(obj.__func__) | self.reference(type(obj.__self__))
+        if isinstance(obj, functools.partial):
+            self.reference(obj.func)
+            return True
+        if isinstance(obj, (staticmethod, classmethod)):
+            return self.reference(obj.__func__)
+        if isinstance(obj, property):
+            return any([self.reference(f) for f in (obj.fget, obj.fset, obj.fdel) if f is not None])
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            return self.reference(wrapped)
+        return not isinstance(obj, types.ModuleType) and self.reference(type(obj))
+
+    def klass(self, cls: type) -> None:
+        """Record a user class: its user bases by name, its methods and plain attributes."""
+        own = [f"{base.__module__}.{base.__qualname__}" for base in cls.__bases__]
+        for base in cls.__mro__[1:]:
+            if _is_user(base):
+                self.reference(base)
+        for name, attr in sorted(vars(cls).items()):
+            if isinstance(attr, types.FunctionType) and _is_user(attr):
+                self.seen.add(id(attr))
+                own.append(f"{name}={self.function(attr, None)}")
+            elif isinstance(attr, (staticmethod, classmethod, property, type, functools.partial)):
+                self.reference(attr)
+                own.append(f"{name}:{type(attr).__name__}")
+            elif isinstance(attr, _PLAIN) and not name.startswith("__"):
+                own.append(f"{name}={self.value(attr, f'class attribute {cls.__qualname__}.{name}')}")
+        where = _where(vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {})
+        self.record(f"class {where}:{cls.__qualname__}", _sha("|".join(own)))
+
+
+def _walked(root: Any) -> _Walked:
+    """The walk from ``root`` (a function, class or other callable), cached while valid."""
+    entry = _walks.get(id(root))
+    if entry is not None and entry[0]() is root:
+        walked = entry[1]
+        code = getattr(root, "__code__", None)
+        if code is walked.code and all(ns.get(n, _MISSING) is obj for ns, n, obj in walked.witnesses):
+            return walked
+    walk = _Walk()
+    walk.seen.add(id(root))
+    if isinstance(root, types.FunctionType):
+        layers = [root]
+        while isinstance(getattr(layers[-1], "__wrapped__", None), types.FunctionType):
+            layers.append(getattr(layers[-1], "__wrapped__"))  # noqa: B009
+            walk.seen.add(id(layers[-1]))
+        *wrappers, layer = layers
+        for wrapper in wrappers:  # decorators' wrappers written by the user count as helpers
+            if _is_user(wrapper):
+                walk.function(wrapper, f"helper {_where(wrapper.__globals__)}:{wrapper.__code__.co_qualname}")
+        walk.parts["body"] = walk.function(layer, None, root=True)
+        owner = _owner(layer)
+        if owner is not None:  # a method: the other methods it calls through self
+            walk.reference(owner)
+    elif isinstance(root, type):
+        walk.klass(root)
+    elif isinstance(root, types.BuiltinFunctionType):
+        walk.parts["body"] = _sha(f"builtin {root.__module__}.{root.__qualname__}")
+    else:
+        walk.reference(type(root))
+    walked = _Walked(walk.parts, tuple(walk.left_out), walk.witnesses, getattr(root, "__code__", None))
+    try:
+        key = id(root)
+        _walks[key] = (weakref.ref(root, _dropper(_walks, key)), walked)
+    except TypeError:  # not weakly referenceable: not cached
+        pass
+    return walked
+
+
+def _owner(fn: types.FunctionType) -> type | None:
+    """The class that defines method ``fn`` (from its ``__qualname__``), if any."""
+    path = fn.__code__.co_qualname.split(".")[:-1]
+    if not path or "<locals>" in path:
+        return None
+    obj: Any = fn.__globals__.get(path[0])
+    for name in path[1:]:
+        obj = getattr(obj, name, None)
+    return obj if isinstance(obj, type) else None
+
+
+def _finish(parts: Mapping[str, str], left_out: tuple[str, ...]) -> CodeDigest:
+    lines = "\n".join(f"{label}={part}" for label, part in sorted(parts.items()))
+    return CodeDigest(digest=_sha(lines), parts=types.MappingProxyType(dict(parts)), left_out=left_out)
+
+
+def code_digest(fn: Callable[..., Any]) -> CodeDigest:
+    """The :class:`CodeDigest` of what ``fn`` computes, for cache keys.
+
+    Args:
+        fn: a function (``def``, ``async def``, lambda, closure, decorated), a
+            ``functools.partial`` of one (nested too), a bound method, a class, or any
+            other callable (its class is followed and the object hashed as ``bound self``).
+
+    The walk through the user code ``fn`` reaches is cached per function (see the module
+    docstring); the values bound to ``fn`` itself (``partial`` arguments, the bound
+    method's object, its own defaults and closure cells) are hashed on every call. Never
+    raises for a callable; values that cannot be hashed are listed in ``left_out``.
+    """
+    args: list[Any] = []
+    keywords: dict[str, Any] = {}
+    target: Any = fn
+    while True:
+        if isinstance(target, functools.partial):
+            args[:0] = target.args
+            for key, value in target.keywords.items():
+                keywords.setdefault(key, value)  # an outer partial's keyword wins
+            target = target.func
+        elif isinstance(target, types.MethodType):
+            args[:0] = [target.__self__]
+            target = target.__func__
+        else:
+            break
+    walked = _walked(target)
+    bound: list[tuple[str, Any]] = []
+    values: list[tuple[str, str, Any]] = []
+    inner = _unwrap(target)
+    if isinstance(inner, types.FunctionType):
+        code = inner.__code__
+        positional = code.co_varnames[: code.co_argcount]
+        defaults = inner.__defaults__ or ()
+        start = len(positional) - len(defaults)
+        values += [("default", positional[start + i], value) for i, value in enumerate(defaults)]
+        values += [("default", k, v) for k, v in (inner.__kwdefaults__ or {}).items()]
+        for var, cell in zip(code.co_freevars, inner.__closure__ or (), strict=False):
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell: a name assigned later in the outer function
+                continue
+            if not callable(contents):
+                values.append(("closure", var, contents))
+        bound = [(positional[i] if i < len(positional) else f"#{i}", v) for i, v in enumerate(args)]
+    else:
+        bound = [(f"#{i}", v) for i, v in enumerate(args)]
+        if not isinstance(target, (type, types.BuiltinFunctionType)):
+            bound.append(("self", target))
+    bound += keywords.items()
+    values += [("bound", name, value) for name, value in bound]
+    if not values:
+        if walked.result is None:
+            walked.result = _finish(walked.parts, walked.left_out)
+        return walked.result
+    parts = dict(walked.parts)
+    left_out = list(walked.left_out)
+    words = {"bound": "bound argument", "default": "default", "closure": "closure variable"}
+    for kind, name, value in values:
+        try:
+            parts[f"{kind} {name}"] = _sha(encode(value, _code_token))
+        except Unhashable as exc:
+            what = f"{words[kind]} {name!r}" if name != "self" else "bound self"
+            nested = "" if exc.value is value else "holds "
+            left_out.append(f"{what} ({nested}{describe(exc.value)})")
+    return _finish(parts, tuple(left_out))
+
+
+def _unwrap(fn: Any) -> Any:
+    """``fn`` without its decorators: follows ``__wrapped__`` while it leads to a function."""
+    while isinstance(getattr(fn, "__wrapped__", None), types.FunctionType):
+        fn = fn.__wrapped__
+    return fn
+
+
+def _code_token(obj: Any) -> str:
+    return code_digest(obj).digest
+
+
+def value_digest(value: Any) -> str | None:
+    """The hex SHA-256 of ``value``'s canonical encoding; ``None`` if it has none.
+
+    Plain data is hashed by value, recursively: dict and set order are irrelevant; ``1``,
+    ``1.0`` and ``True`` differ, as do a tuple and a list. Functions and classes inside it
+    count as their :func:`code_digest`; enum members as qualified name and value; user
+    dataclass instances by fields. See :mod:`asyncflow._values` for the full list.
+    Returns ``None`` (never raises) for values with no stable encoding: objects whose
+    ``repr`` holds an address, open files, clients, self-containing containers.
+    """
+    try:
+        return _sha(encode(value, _code_token))
+    except Unhashable:
+        return None
+
+
+_KIND_ORDER = ("helper", "class", "constant", "bound", "default", "closure", "body", "python")
+
+
+def _phrase(label: str, verb: str) -> str:
+    kind, _, rest = label.partition(" ")
+    where, _, name = rest.rpartition(":")
+    if kind == "helper":
+        return f"helper {name}() {verb} ({where})"
+    if kind == "class":
+        return f"class {name} {verb} ({where})"
+    if kind == "constant":
+        return f"constant {name} {verb}"
+    if kind == "bound":
+        return f"bound argument {rest} {verb}" if rest != "self" else f"bound object {verb}"
+    if kind in ("default", "closure"):
+        return f"{'closure variable' if kind == 'closure' else 'default'} {rest} {verb}"
+    if kind == "body":
+        return f"its code {verb}"
+    if kind == "python":
+        return f"Python version {verb}"
+    return f"{label} {verb}"
+
+
+def describe_change(old: Mapping[str, str] | None, new: CodeDigest) -> str:
+    """Words for ``--dry-run`` naming what differs between stored parts and ``new``.
+
+    Args:
+        old: the :attr:`CodeDigest.parts` stored with a checkpoint, or ``None`` when the
+            checkpoint has none (written by an older asyncflow).
+        new: the digest of the task now.
+
+    Returns:
+        ``"cache key changed"`` when ``old`` is ``None``; ``"code unchanged"`` when the
+        parts are equal; else phrases joined by ``"; "``, most specific first (helpers,
+        classes, constants, bound arguments, defaults, closure variables, the body),
+        e.g. ``"helper scale() changed (pipelines/prices.py); constant RATE changed"``.
+        Parts only in ``new`` read ``"... added"``, parts only in ``old`` ``"... removed"``.
+    """
+    if old is None:
+        return "cache key changed"
+    changes: list[tuple[int, str, str]] = []
+    for label in set(old) | set(new.parts):
+        before, after = old.get(label), new.parts.get(label)
+        if before == after:
+            continue
+        verb = "added" if before is None else "removed" if after is None else "changed"
+        kind = label.partition(" ")[0]
+        rank = _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
+        changes.append((rank, label, _phrase(label, verb)))
+    return "; ".join(phrase for _, _, phrase in sorted(changes)) or "code unchanged"
+
+
+def warn_left_out(task: str, digest: CodeDigest) -> None:
+    """Log, once per task name per process, which of ``task``'s values its key leaves out.
+
+    A loguru warning (``logger.warning``) from ``asyncflow._digest``, so it is silent
+    unless the application enabled ``"asyncflow"`` logging; nothing happens when
+    ``digest.left_out`` is empty. Never raises.
+    """
+    if not digest.left_out or task in _warned:
+        return
+    _warned.add(task)
+    logger.warning(
+        "task {task!r}: {values} cannot be hashed stably, so it is left out of the cache key and "
+        "a change to it will not re-run the task; pass cache_key_fn= to make it part of the key",
+        task=task,
+        values=", ".join(digest.left_out),
+    )
