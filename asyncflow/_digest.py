@@ -46,11 +46,7 @@ walks it once and then pays only for each partial's bound values.
 
 from __future__ import annotations
 
-import enum
 import functools
-import hashlib
-import os
-import sys
 import types
 import weakref
 from collections.abc import Callable, Mapping
@@ -59,13 +55,10 @@ from typing import Any
 
 from loguru import logger
 
-from ._values import Unhashable, describe, encode, is_user_file
+from ._values import Unhashable, describe, encode
+from ._walk import MISSING, dropper, sha, walk_root
 
 __all__ = ["CodeDigest", "code_digest", "describe_change", "value_digest", "warn_left_out"]
-
-_PYTHON = hashlib.sha256(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode()).hexdigest()
-_MISSING: Any = object()
-_PLAIN = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,203 +94,8 @@ class _Walked:
     result: CodeDigest | None = None
 
 
-_shapes: dict[int, tuple[weakref.ref[types.CodeType], str, tuple[str, ...]]] = {}
 _walks: dict[int, tuple[weakref.ref[Any], _Walked]] = {}
 _warned: set[str] = set()
-
-
-def _dropper(cache: dict[int, Any], key: int) -> Callable[[object], None]:
-    """A weak reference callback that removes ``key`` from ``cache`` with its object."""
-
-    def drop(_: object) -> None:
-        cache.pop(key, None)
-
-    return drop
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _shape(code: types.CodeType) -> tuple[str, tuple[str, ...]]:
-    """The bytecode digest of ``code`` and every name its code (nested too) looks up."""
-    entry = _shapes.get(id(code))
-    if entry is not None and entry[0]() is code:
-        return entry[1], entry[2]
-    names = dict.fromkeys(code.co_names)
-    consts = []
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            inner, inner_names = _shape(const)
-            names.update(dict.fromkeys(inner_names))
-            consts.append(f"C{inner};")
-        else:
-            consts.append(encode(const, repr))
-    header = (
-        f"{code.co_name}|{code.co_argcount}|{code.co_posonlyargcount}|{code.co_kwonlyargcount}|"
-        f"{code.co_flags}|{code.co_names}|{code.co_varnames}|{code.co_freevars}|{code.co_cellvars}|"
-    )
-    h = hashlib.sha256(header.encode("utf-8", "surrogatepass"))
-    h.update(code.co_code)
-    h.update(code.co_exceptiontable)
-    h.update("".join(consts).encode("utf-8", "surrogatepass"))
-    digest, found = h.hexdigest(), tuple(names)
-    key = id(code)
-    _shapes[key] = (weakref.ref(code, _dropper(_shapes, key)), digest, found)
-    return digest, found
-
-
-def _where(namespace: Mapping[str, Any]) -> str:
-    """``pipelines/prices.py`` for the globals of module ``pipelines.prices``."""
-    name = namespace.get("__name__")
-    if not isinstance(name, str):
-        return "<unknown>"
-    if name == "__main__":
-        file = namespace.get("__file__")
-        return os.path.basename(file) if isinstance(file, str) else "__main__"
-    return name.replace(".", "/") + ("/__init__.py" if "__path__" in namespace else ".py")
-
-
-def _is_user(obj: Any) -> bool:
-    code = getattr(obj, "__code__", None)
-    if isinstance(code, types.CodeType):
-        return is_user_file(code.co_filename)
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    if module is None:
-        return False
-    return _is_user_module(module)
-
-
-def _is_user_module(module: types.ModuleType) -> bool:
-    if module.__name__ == "__main__":
-        return True
-    file = getattr(module, "__file__", None)
-    return isinstance(file, str) and is_user_file(file)
-
-
-class _Walk:
-    """One transitive walk from a root callable; see the module docstring."""
-
-    def __init__(self) -> None:
-        self.parts: dict[str, str] = {"python": _PYTHON}
-        self.left_out: list[str] = []
-        self.witnesses: list[tuple[dict[str, Any], str, Any]] = []
-        self.seen: set[int] = set()
-
-    def value(self, value: Any, what: str) -> str | None:
-        """The digest of a bound value met during the walk; ``None`` (and noted) if unhashable."""
-        try:
-            return _sha(encode(value, self.token))
-        except Unhashable as exc:
-            nested = "" if exc.value is value else "holds "
-            self.left_out.append(f"{what} ({nested}{describe(exc.value)})")
-            return None
-
-    def token(self, obj: Any) -> str:
-        """Stand-in for code met inside a value: the code is walked, its name is the token."""
-        self.reference(obj)
-        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
-
-    def function(self, fn: types.FunctionType, label: str | None, root: bool = False) -> str:
-        """Walk ``fn``; record it as a helper part under ``label`` (or return its digest).
-
-        The root's own defaults and plain closure values are left to :func:`code_digest`,
-        which hashes them on every call; a helper's are part of its digest.
-        """
-        shape, names = _shape(fn.__code__)
-        own = [shape]
-        where = _where(fn.__globals__)
-        of = f" of {fn.__code__.co_qualname}() ({where})"
-        for i, value in enumerate(() if root else fn.__defaults__ or ()):
-            own.append(f"d{i}={self.value(value, f'default #{i}{of}')}")
-        for key, value in sorted(() if root else (fn.__kwdefaults__ or {}).items()):
-            own.append(f"k{key}={self.value(value, f'default {key!r}{of}')}")
-        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell: a name assigned later in the outer function
-                continue
-            if root and not callable(contents):
-                continue
-            own.append(f"c{var}={self.value(contents, f'closure variable {var!r}{of}')}")
-        self.names(names, fn.__globals__, where)
-        digest = _sha("|".join(own))
-        if label is not None:
-            self.record(label, digest)
-        return digest
-
-    def record(self, label: str, digest: str) -> None:
-        """Set part ``label``; two different objects under one label (an old function
-        still bound by ``from m import f`` after ``m`` was reloaded) both count."""
-        known = self.parts.get(label)
-        self.parts[label] = digest if known in (None, digest) else _sha("+".join(sorted((known, digest))))
-
-    def names(self, names: tuple[str, ...], namespace: dict[str, Any], where: str) -> None:
-        """Follow every name of ``names`` bound in ``namespace`` (a module's globals)."""
-        for name in names:
-            obj = namespace.get(name, _MISSING)
-            if obj is _MISSING:
-                continue
-            if isinstance(obj, types.ModuleType):
-                if _is_user_module(obj) and id(obj) not in self.seen:
-                    self.seen.add(id(obj))
-                    self.witnesses.append((namespace, name, obj))
-                    self.names(names, vars(obj), _where(vars(obj)))
-            elif isinstance(obj, (*_PLAIN, enum.Enum)):
-                digest = self.value(obj, f"constant {name}")
-                if digest is not None:
-                    self.witnesses.append((namespace, name, obj))
-                    self.record(f"constant {where}:{name}", digest)
-            elif self.reference(obj):
-                self.witnesses.append((namespace, name, obj))
-
-    def reference(self, obj: Any) -> bool:
-        """Follow ``obj`` if it is (or leads to) user code; whether it did."""
-        if id(obj) in self.seen:
-            return True
-        self.seen.add(id(obj))
-        if isinstance(obj, types.FunctionType):
-            if _is_user(obj):
-                self.function(obj, f"helper {_where(obj.__globals__)}:{obj.__code__.co_qualname}")
-                return True
-            wrapped = getattr(obj, "__wrapped__", None)
-            return wrapped is not None and self.reference(wrapped)
-        if isinstance(obj, type):
-            if not _is_user(obj):
-                return False
-            self.klass(obj)
-            return True
-        if isinstance(obj, types.MethodType):
-            return self.reference(obj.__func__) | self.reference(type(obj.__self__))
-        if isinstance(obj, functools.partial):
-            self.reference(obj.func)
-            return True
-        if isinstance(obj, (staticmethod, classmethod)):
-            return self.reference(obj.__func__)
-        if isinstance(obj, property):
-            return any([self.reference(f) for f in (obj.fget, obj.fset, obj.fdel) if f is not None])
-        wrapped = getattr(obj, "__wrapped__", None)
-        if wrapped is not None:
-            return self.reference(wrapped)
-        return not isinstance(obj, types.ModuleType) and self.reference(type(obj))
-
-    def klass(self, cls: type) -> None:
-        """Record a user class: its user bases by name, its methods and plain attributes."""
-        own = [f"{base.__module__}.{base.__qualname__}" for base in cls.__bases__]
-        for base in cls.__mro__[1:]:
-            if _is_user(base):
-                self.reference(base)
-        for name, attr in sorted(vars(cls).items()):
-            if isinstance(attr, types.FunctionType) and _is_user(attr):
-                self.seen.add(id(attr))
-                own.append(f"{name}={self.function(attr, None)}")
-            elif isinstance(attr, (staticmethod, classmethod, property, type, functools.partial)):
-                self.reference(attr)
-                own.append(f"{name}:{type(attr).__name__}")
-            elif isinstance(attr, _PLAIN) and not name.startswith("__"):
-                own.append(f"{name}={self.value(attr, f'class attribute {cls.__qualname__}.{name}')}")
-        where = _where(vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {})
-        self.record(f"class {where}:{cls.__qualname__}", _sha("|".join(own)))
 
 
 def _walked(root: Any) -> _Walked:
@@ -306,52 +104,21 @@ def _walked(root: Any) -> _Walked:
     if entry is not None and entry[0]() is root:
         walked = entry[1]
         code = getattr(root, "__code__", None)
-        if code is walked.code and all(ns.get(n, _MISSING) is obj for ns, n, obj in walked.witnesses):
+        if code is walked.code and all(ns.get(n, MISSING) is obj for ns, n, obj in walked.witnesses):
             return walked
-    walk = _Walk()
-    walk.seen.add(id(root))
-    if isinstance(root, types.FunctionType):
-        layers = [root]
-        while isinstance(getattr(layers[-1], "__wrapped__", None), types.FunctionType):
-            layers.append(getattr(layers[-1], "__wrapped__"))  # noqa: B009
-            walk.seen.add(id(layers[-1]))
-        *wrappers, layer = layers
-        for wrapper in wrappers:  # decorators' wrappers written by the user count as helpers
-            if _is_user(wrapper):
-                walk.function(wrapper, f"helper {_where(wrapper.__globals__)}:{wrapper.__code__.co_qualname}")
-        walk.parts["body"] = walk.function(layer, None, root=True)
-        owner = _owner(layer)
-        if owner is not None:  # a method: the other methods it calls through self
-            walk.reference(owner)
-    elif isinstance(root, type):
-        walk.klass(root)
-    elif isinstance(root, types.BuiltinFunctionType):
-        walk.parts["body"] = _sha(f"builtin {root.__module__}.{root.__qualname__}")
-    else:
-        walk.reference(type(root))
+    walk = walk_root(root)
     walked = _Walked(walk.parts, tuple(walk.left_out), walk.witnesses, getattr(root, "__code__", None))
     try:
         key = id(root)
-        _walks[key] = (weakref.ref(root, _dropper(_walks, key)), walked)
+        _walks[key] = (weakref.ref(root, dropper(_walks, key)), walked)
     except TypeError:  # not weakly referenceable: not cached
         pass
     return walked
 
 
-def _owner(fn: types.FunctionType) -> type | None:
-    """The class that defines method ``fn`` (from its ``__qualname__``), if any."""
-    path = fn.__code__.co_qualname.split(".")[:-1]
-    if not path or "<locals>" in path:
-        return None
-    obj: Any = fn.__globals__.get(path[0])
-    for name in path[1:]:
-        obj = getattr(obj, name, None)
-    return obj if isinstance(obj, type) else None
-
-
 def _finish(parts: Mapping[str, str], left_out: tuple[str, ...]) -> CodeDigest:
     lines = "\n".join(f"{label}={part}" for label, part in sorted(parts.items()))
-    return CodeDigest(digest=_sha(lines), parts=types.MappingProxyType(dict(parts)), left_out=left_out)
+    return CodeDigest(digest=sha(lines), parts=types.MappingProxyType(dict(parts)), left_out=left_out)
 
 
 def code_digest(fn: Callable[..., Any]) -> CodeDigest:
@@ -415,7 +182,7 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
     words = {"bound": "bound argument", "default": "default", "closure": "closure variable"}
     for kind, name, value in values:
         try:
-            parts[f"{kind} {name}"] = _sha(encode(value, _code_token))
+            parts[f"{kind} {name}"] = sha(encode(value, _code_token))
         except Unhashable as exc:
             what = f"{words[kind]} {name!r}" if name != "self" else "bound self"
             nested = "" if exc.value is value else "holds "
@@ -445,7 +212,7 @@ def value_digest(value: Any) -> str | None:
     ``repr`` holds an address, open files, clients, self-containing containers.
     """
     try:
-        return _sha(encode(value, _code_token))
+        return sha(encode(value, _code_token))
     except Unhashable:
         return None
 

@@ -1,0 +1,262 @@
+"""The transitive walk behind :func:`asyncflow._digest.code_digest` (see its module docstring).
+
+:class:`Walk` visits a root callable and the user code it reaches, collecting labelled
+parts, the values it could not hash and the global bindings it looked up ("witnesses",
+against which a cached walk is checked). :func:`shape` digests one code object from its
+bytecode, cached per code object. Imports :mod:`asyncflow._values` only.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import os
+import sys
+import types
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._values import Unhashable, describe, encode, is_user_file
+
+__all__ = ["MISSING", "Walk", "dropper", "sha", "shape", "walk_root"]
+
+PYTHON = hashlib.sha256(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode()).hexdigest()
+MISSING: Any = object()
+_PLAIN = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
+
+
+_shapes: dict[int, tuple[weakref.ref[types.CodeType], str, tuple[str, ...]]] = {}
+
+
+def dropper(cache: dict[int, Any], key: int) -> Callable[[object], None]:
+    """A weak reference callback that removes ``key`` from ``cache`` with its object."""
+
+    def drop(_: object) -> None:
+        cache.pop(key, None)
+
+    return drop
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def shape(code: types.CodeType) -> tuple[str, tuple[str, ...]]:
+    """The bytecode digest of ``code`` and every name its code (nested too) looks up."""
+    entry = _shapes.get(id(code))
+    if entry is not None and entry[0]() is code:
+        return entry[1], entry[2]
+    names = dict.fromkeys(code.co_names)
+    consts = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            inner, inner_names = shape(const)
+            names.update(dict.fromkeys(inner_names))
+            consts.append(f"C{inner};")
+        else:
+            consts.append(encode(const, repr))
+    header = (
+        f"{code.co_name}|{code.co_argcount}|{code.co_posonlyargcount}|{code.co_kwonlyargcount}|"
+        f"{code.co_flags}|{code.co_names}|{code.co_varnames}|{code.co_freevars}|{code.co_cellvars}|"
+    )
+    h = hashlib.sha256(header.encode("utf-8", "surrogatepass"))
+    h.update(code.co_code)
+    h.update(code.co_exceptiontable)
+    h.update("".join(consts).encode("utf-8", "surrogatepass"))
+    digest, found = h.hexdigest(), tuple(names)
+    key = id(code)
+    _shapes[key] = (weakref.ref(code, dropper(_shapes, key)), digest, found)
+    return digest, found
+
+
+def _where(namespace: Mapping[str, Any]) -> str:
+    """``pipelines/prices.py`` for the globals of module ``pipelines.prices``."""
+    name = namespace.get("__name__")
+    if not isinstance(name, str):
+        return "<unknown>"
+    if name == "__main__":
+        file = namespace.get("__file__")
+        return os.path.basename(file) if isinstance(file, str) else "__main__"
+    return name.replace(".", "/") + ("/__init__.py" if "__path__" in namespace else ".py")
+
+
+def _is_user(obj: Any) -> bool:
+    code = getattr(obj, "__code__", None)
+    if isinstance(code, types.CodeType):
+        return is_user_file(code.co_filename)
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    if module is None:
+        return False
+    return _is_user_module(module)
+
+
+def _is_user_module(module: types.ModuleType) -> bool:
+    if module.__name__ == "__main__":
+        return True
+    file = getattr(module, "__file__", None)
+    return isinstance(file, str) and is_user_file(file)
+
+
+class Walk:
+    """One transitive walk from a root callable; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, str] = {"python": PYTHON}
+        self.left_out: list[str] = []
+        self.witnesses: list[tuple[dict[str, Any], str, Any]] = []
+        self.seen: set[int] = set()
+
+    def value(self, value: Any, what: str) -> str | None:
+        """The digest of a bound value met during the walk; ``None`` (and noted) if unhashable."""
+        try:
+            return sha(encode(value, self.token))
+        except Unhashable as exc:
+            nested = "" if exc.value is value else "holds "
+            self.left_out.append(f"{what} ({nested}{describe(exc.value)})")
+            return None
+
+    def token(self, obj: Any) -> str:
+        """Stand-in for code met inside a value: the code is walked, its name is the token."""
+        self.reference(obj)
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+
+    def function(self, fn: types.FunctionType, label: str | None, root: bool = False) -> str:
+        """Walk ``fn``; record it as a helper part under ``label`` (or return its digest).
+
+        The root's own defaults and plain closure values are left to :func:`code_digest`,
+        which hashes them on every call; a helper's are part of its digest.
+        """
+        bytecode, names = shape(fn.__code__)
+        own = [bytecode]
+        where = _where(fn.__globals__)
+        of = f" of {fn.__code__.co_qualname}() ({where})"
+        for i, value in enumerate(() if root else fn.__defaults__ or ()):
+            own.append(f"d{i}={self.value(value, f'default #{i}{of}')}")
+        for key, value in sorted(() if root else (fn.__kwdefaults__ or {}).items()):
+            own.append(f"k{key}={self.value(value, f'default {key!r}{of}')}")
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell: a name assigned later in the outer function
+                continue
+            if root and not callable(contents):
+                continue
+            own.append(f"c{var}={self.value(contents, f'closure variable {var!r}{of}')}")
+        self.names(names, fn.__globals__, where)
+        digest = sha("|".join(own))
+        if label is not None:
+            self.record(label, digest)
+        return digest
+
+    def record(self, label: str, digest: str) -> None:
+        """Set part ``label``; two different objects under one label (an old function
+        still bound by ``from m import f`` after ``m`` was reloaded) both count."""
+        known = self.parts.get(label)
+        self.parts[label] = digest if known in (None, digest) else sha("+".join(sorted((known, digest))))
+
+    def names(self, names: tuple[str, ...], namespace: dict[str, Any], where: str) -> None:
+        """Follow every name of ``names`` bound in ``namespace`` (a module's globals)."""
+        for name in names:
+            obj = namespace.get(name, MISSING)
+            if obj is MISSING:
+                continue
+            if isinstance(obj, types.ModuleType):
+                if _is_user_module(obj) and id(obj) not in self.seen:
+                    self.seen.add(id(obj))
+                    self.witnesses.append((namespace, name, obj))
+                    self.names(names, vars(obj), _where(vars(obj)))
+            elif isinstance(obj, (*_PLAIN, enum.Enum)):
+                digest = self.value(obj, f"constant {name}")
+                if digest is not None:
+                    self.witnesses.append((namespace, name, obj))
+                    self.record(f"constant {where}:{name}", digest)
+            elif self.reference(obj):
+                self.witnesses.append((namespace, name, obj))
+
+    def reference(self, obj: Any) -> bool:
+        """Follow ``obj`` if it is (or leads to) user code; whether it did."""
+        if id(obj) in self.seen:
+            return True
+        self.seen.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            if _is_user(obj):
+                self.function(obj, f"helper {_where(obj.__globals__)}:{obj.__code__.co_qualname}")
+                return True
+            wrapped = getattr(obj, "__wrapped__", None)
+            return wrapped is not None and self.reference(wrapped)
+        if isinstance(obj, type):
+            if not _is_user(obj):
+                return False
+            self.klass(obj)
+            return True
+        if isinstance(obj, types.MethodType):
+            return self.reference(obj.__func__) | self.reference(type(obj.__self__))
+        if isinstance(obj, functools.partial):
+            self.reference(obj.func)
+            return True
+        if isinstance(obj, (staticmethod, classmethod)):
+            return self.reference(obj.__func__)
+        if isinstance(obj, property):
+            return any([self.reference(f) for f in (obj.fget, obj.fset, obj.fdel) if f is not None])
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            return self.reference(wrapped)
+        return not isinstance(obj, types.ModuleType) and self.reference(type(obj))
+
+    def klass(self, cls: type) -> None:
+        """Record a user class: its user bases by name, its methods and plain attributes."""
+        own = [f"{base.__module__}.{base.__qualname__}" for base in cls.__bases__]
+        for base in cls.__mro__[1:]:
+            if _is_user(base):
+                self.reference(base)
+        for name, attr in sorted(vars(cls).items()):
+            if isinstance(attr, types.FunctionType) and _is_user(attr):
+                self.seen.add(id(attr))
+                own.append(f"{name}={self.function(attr, None)}")
+            elif isinstance(attr, (staticmethod, classmethod, property, type, functools.partial)):
+                self.reference(attr)
+                own.append(f"{name}:{type(attr).__name__}")
+            elif isinstance(attr, _PLAIN) and not name.startswith("__"):
+                own.append(f"{name}={self.value(attr, f'class attribute {cls.__qualname__}.{name}')}")
+        where = _where(vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {})
+        self.record(f"class {where}:{cls.__qualname__}", sha("|".join(own)))
+
+
+def walk_root(root: Any) -> Walk:
+    """A finished walk from ``root``: a function (through its decorators; a method also
+    through its class), a class, a built-in, or any other callable (through its class)."""
+    walk = Walk()
+    walk.seen.add(id(root))
+    if isinstance(root, types.FunctionType):
+        layers = [root]
+        while isinstance(getattr(layers[-1], "__wrapped__", None), types.FunctionType):
+            layers.append(getattr(layers[-1], "__wrapped__"))  # noqa: B009
+            walk.seen.add(id(layers[-1]))
+        *wrappers, layer = layers
+        for wrapper in wrappers:  # decorators' wrappers written by the user count as helpers
+            if _is_user(wrapper):
+                walk.function(wrapper, f"helper {_where(wrapper.__globals__)}:{wrapper.__code__.co_qualname}")
+        walk.parts["body"] = walk.function(layer, None, root=True)
+        owner = _owner(layer)
+        if owner is not None:  # a method: the other methods it calls through self
+            walk.reference(owner)
+    elif isinstance(root, type):
+        walk.klass(root)
+    elif isinstance(root, types.BuiltinFunctionType):
+        walk.parts["body"] = sha(f"builtin {root.__module__}.{root.__qualname__}")
+    else:
+        walk.reference(type(root))
+    return walk
+
+
+def _owner(fn: types.FunctionType) -> type | None:
+    """The class that defines method ``fn`` (from its ``__qualname__``), if any."""
+    path = fn.__code__.co_qualname.split(".")[:-1]
+    if not path or "<locals>" in path:
+        return None
+    obj: Any = fn.__globals__.get(path[0])
+    for name in path[1:]:
+        obj = getattr(obj, name, None)
+    return obj if isinstance(obj, type) else None
