@@ -47,9 +47,10 @@ walks it once and then pays only for each partial's bound values.
 from __future__ import annotations
 
 import functools
+import hashlib
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,8 @@ class CodeDigest:
     """What a callable computes, as one digest and the parts it was made of.
 
     Attributes:
-        digest: hex SHA-256 over the sorted ``label=part`` lines of ``parts``.
+        digest: hex SHA-256 over the ``label=part`` lines of ``parts``: the code parts
+            sorted, then the bound values' parts (``bound``, ``default``, ``closure``) sorted.
         parts: ``{label: hex SHA-256 of that component}``. Labels: ``"python"``,
             ``"body"`` (the task function's own code), ``"helper <file>:<qualname>"`` (a
             user function reached), ``"class <file>:<qualname>"``, ``"constant
@@ -87,15 +89,22 @@ class CodeDigest:
 
 @dataclass(slots=True)
 class _Walked:
+    """A cached walk: its code parts, and what each call needs to add the bound values."""
+
     parts: dict[str, str]
     left_out: tuple[str, ...]
-    witnesses: list[tuple[dict[str, Any], str, Any]]
-    code: Any
-    result: CodeDigest | None = None
+    witnesses: tuple[tuple[dict[str, Any], str, Any], ...]
+    code: Any  # the root's __code__ when walked (a reassigned __code__ invalidates)
+    hasher: Any  # SHA-256 fed with the code parts' lines, to be copied per call
+    inner: Any  # the root without its decorators
+    positional: tuple[str, ...]  # names of the inner function's positional parameters
+    plain: bool  # the inner function has no defaults and no closure
+    result: CodeDigest | None = None  # the digest when nothing is bound
 
 
 _walks: dict[int, tuple[weakref.ref[Any], _Walked]] = {}
 _warned: set[str] = set()
+_WORDS = {"bound": "bound argument", "default": "default", "closure": "closure variable"}
 
 
 def _walked(root: Any) -> _Walked:
@@ -103,22 +112,33 @@ def _walked(root: Any) -> _Walked:
     entry = _walks.get(id(root))
     if entry is not None and entry[0]() is root:
         walked = entry[1]
-        code = getattr(root, "__code__", None)
-        if code is walked.code and all(ns.get(n, MISSING) is obj for ns, n, obj in walked.witnesses):
-            return walked
+        if getattr(root, "__code__", None) is walked.code:
+            for namespace, name, obj in walked.witnesses:
+                if namespace.get(name, MISSING) is not obj:
+                    break
+            else:
+                return walked
     walk = walk_root(root)
-    walked = _Walked(walk.parts, tuple(walk.left_out), walk.witnesses, getattr(root, "__code__", None))
+    lines = "\n".join(f"{label}={part}" for label, part in sorted(walk.parts.items()))
+    inner = _unwrap(root)
+    code = getattr(inner, "__code__", None)
+    walked = _Walked(
+        parts=walk.parts,
+        left_out=tuple(walk.left_out),
+        witnesses=tuple(walk.witnesses),
+        code=getattr(root, "__code__", None),
+        hasher=hashlib.sha256(lines.encode("utf-8", "surrogatepass")),
+        inner=inner,
+        positional=code.co_varnames[: code.co_argcount] if isinstance(code, types.CodeType) else (),
+        plain=isinstance(inner, types.FunctionType)
+        and not (inner.__defaults__ or inner.__kwdefaults__ or inner.__closure__),
+    )
     try:
         key = id(root)
         _walks[key] = (weakref.ref(root, dropper(_walks, key)), walked)
     except TypeError:  # not weakly referenceable: not cached
         pass
     return walked
-
-
-def _finish(parts: Mapping[str, str], left_out: tuple[str, ...]) -> CodeDigest:
-    lines = "\n".join(f"{label}={part}" for label, part in sorted(parts.items()))
-    return CodeDigest(digest=sha(lines), parts=types.MappingProxyType(dict(parts)), left_out=left_out)
 
 
 def code_digest(fn: Callable[..., Any]) -> CodeDigest:
@@ -134,60 +154,83 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
     method's object, its own defaults and closure cells) are hashed on every call. Never
     raises for a callable; values that cannot be hashed are listed in ``left_out``.
     """
-    args: list[Any] = []
-    keywords: dict[str, Any] = {}
-    target: Any = fn
-    while True:
-        if isinstance(target, functools.partial):
-            args[:0] = target.args
-            for key, value in target.keywords.items():
-                keywords.setdefault(key, value)  # an outer partial's keyword wins
-            target = target.func
-        elif isinstance(target, types.MethodType):
-            args[:0] = [target.__self__]
-            target = target.__func__
-        else:
-            break
-    walked = _walked(target)
-    bound: list[tuple[str, Any]] = []
-    values: list[tuple[str, str, Any]] = []
-    inner = _unwrap(target)
-    if isinstance(inner, types.FunctionType):
-        code = inner.__code__
-        positional = code.co_varnames[: code.co_argcount]
-        defaults = inner.__defaults__ or ()
-        start = len(positional) - len(defaults)
-        values += [("default", positional[start + i], value) for i, value in enumerate(defaults)]
-        values += [("default", k, v) for k, v in (inner.__kwdefaults__ or {}).items()]
-        for var, cell in zip(code.co_freevars, inner.__closure__ or (), strict=False):
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell: a name assigned later in the outer function
-                continue
-            if not callable(contents):
-                values.append(("closure", var, contents))
-        bound = [(positional[i] if i < len(positional) else f"#{i}", v) for i, v in enumerate(args)]
+    args: Sequence[Any]
+    if type(fn) is functools.partial and type(fn.func) is types.FunctionType:
+        target: Any = fn.func  # the common case, a fan-out: no loop
+        args, keywords = fn.args, fn.keywords
     else:
-        bound = [(f"#{i}", v) for i, v in enumerate(args)]
-        if not isinstance(target, (type, types.BuiltinFunctionType)):
-            bound.append(("self", target))
-    bound += keywords.items()
-    values += [("bound", name, value) for name, value in bound]
+        target, args, keywords = _peel(fn)
+    walked = _walked(target)
+    inner = walked.inner
+    if not args and keywords and walked.plain:  # the fan-out case: keywords only
+        values: list[tuple[str, str, Any]] = [("bound", k, v) for k, v in keywords.items()]
+    else:
+        values = _values(target, inner, walked.positional, args, keywords)
     if not values:
         if walked.result is None:
-            walked.result = _finish(walked.parts, walked.left_out)
+            lines = "\n".join(f"{label}={part}" for label, part in sorted(walked.parts.items()))
+            walked.result = CodeDigest(sha(lines), types.MappingProxyType(walked.parts), walked.left_out)
         return walked.result
-    parts = dict(walked.parts)
-    left_out = list(walked.left_out)
-    words = {"bound": "bound argument", "default": "default", "closure": "closure variable"}
+    extra: dict[str, str] = {}
+    left_out = walked.left_out
     for kind, name, value in values:
         try:
-            parts[f"{kind} {name}"] = sha(encode(value, _code_token))
+            extra[f"{kind} {name}"] = sha(encode(value, _code_token))
         except Unhashable as exc:
-            what = f"{words[kind]} {name!r}" if name != "self" else "bound self"
+            what = f"{_WORDS[kind]} {name!r}" if name != "self" else "bound self"
             nested = "" if exc.value is value else "holds "
-            left_out.append(f"{what} ({nested}{describe(exc.value)})")
-    return _finish(parts, tuple(left_out))
+            left_out += (f"{what} ({nested}{describe(exc.value)})",)
+    hasher = walked.hasher.copy()
+    hasher.update("".join(f"\n{label}={part}" for label, part in sorted(extra.items())).encode())
+    parts = types.MappingProxyType({**walked.parts, **extra})
+    return CodeDigest(hasher.hexdigest(), parts, left_out)
+
+
+def _values(
+    target: Any, inner: Any, positional: tuple[str, ...], args: Sequence[Any], keywords: Mapping[str, Any]
+) -> list[tuple[str, str, Any]]:
+    """``(kind, name, value)`` for every value bound to the root: its defaults and plain
+    closure cells (kinds ``default``, ``closure``), ``partial`` arguments (``bound``)."""
+    values: list[tuple[str, str, Any]] = []
+    if isinstance(inner, types.FunctionType):
+        if inner.__defaults__:
+            start = len(positional) - len(inner.__defaults__)
+            values += [("default", positional[start + i], v) for i, v in enumerate(inner.__defaults__)]
+        if inner.__kwdefaults__:
+            values += [("default", k, v) for k, v in inner.__kwdefaults__.items()]
+        if inner.__closure__:
+            for var, cell in zip(inner.__code__.co_freevars, inner.__closure__, strict=False):
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # an empty cell: a name assigned later in the outer function
+                    continue
+                if not callable(contents):
+                    values.append(("closure", var, contents))
+        for i, value in enumerate(args):
+            values.append(("bound", positional[i] if i < len(positional) else f"#{i}", value))
+    else:
+        values += [("bound", f"#{i}", value) for i, value in enumerate(args)]
+        if not isinstance(target, (type, types.BuiltinFunctionType)):
+            values.append(("bound", "self", target))
+    values += [("bound", k, v) for k, v in keywords.items()]
+    return values
+
+
+def _peel(fn: Any) -> tuple[Any, list[Any], dict[str, Any]]:
+    """``fn`` without its partials and bound-method layers, with what they bind."""
+    args: list[Any] = []
+    keywords: dict[str, Any] = {}
+    while True:
+        if isinstance(fn, functools.partial):
+            args[:0] = fn.args
+            for key, value in fn.keywords.items():
+                keywords.setdefault(key, value)  # an outer partial's keyword wins
+            fn = fn.func
+        elif isinstance(fn, types.MethodType):
+            args[:0] = [fn.__self__]
+            fn = fn.__func__
+        else:
+            return fn, args, keywords
 
 
 def _unwrap(fn: Any) -> Any:

@@ -81,76 +81,84 @@ def encode(value: Any, code: Callable[[Any], str]) -> str:
         Unhashable: ``value`` is, or contains, an object without a stable encoding, or a
             container that contains itself.
     """
-    out: list[str] = []
-    _encode(value, code, out, set())
-    return "".join(out)
+    scalar = _SCALARS.get(type(value))
+    if scalar is not None:
+        return scalar(value)
+    return _encode(value, code, set())
 
 
-def _encode(value: Any, code: Callable[[Any], str], out: list[str], active: set[int]) -> None:
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: lambda v: f"s{len(v)}:{v}",
+    int: lambda v: f"i{v};",
+    float: lambda v: f"f{v.hex()};",
+    bool: lambda v: f"c{v}",
+    type(None): lambda v: "cNone",
+    type(Ellipsis): lambda v: "cEllipsis",
+    bytes: lambda v: f"b{len(v)}:{v.hex()}",
+    complex: lambda v: f"j{v.real.hex()},{v.imag.hex()};",
+}
+"""The encoding of each scalar type, by exact type (subclasses are tagged, see below)."""
+
+
+def _encode(value: Any, code: Callable[[Any], str], active: set[int]) -> str:
     kind = type(value)
-    if kind is str:
-        out.append(f"s{len(value)}:{value}")
-    elif value is None or kind is bool or value is Ellipsis:
-        out.append(f"c{value}")
-    elif kind is int:
-        out.append(f"i{value};")
-    elif kind is float:
-        out.append(f"f{value.hex()};")
-    elif isinstance(value, enum.Enum):
-        out.append(f"e{kind.__module__}.{kind.__qualname__}.{value.name}=")
-        _encode(value.value, code, out, active)
-    elif isinstance(value, (str, int, float, bytes, complex)) and kind is not bytes and kind is not complex:
-        out.append(f"<{kind.__module__}.{kind.__qualname__}>")  # a subclass of a scalar type
-        _encode(kind.__mro__[-2](value), code, out, active)
-    elif kind is bytes:
-        out.append(f"b{len(value)}:{value.hex()}")
-    elif kind is complex:
-        out.append(f"j{value.real.hex()},{value.imag.hex()};")
-    elif isinstance(value, (tuple, list, dict, set, frozenset)):
-        if id(value) in active:
-            raise Unhashable(value)
-        active.add(id(value))
-        if kind not in (tuple, list, dict, set, frozenset):
-            out.append(f"<{kind.__module__}.{kind.__qualname__}>")
-        if isinstance(value, dict):
-            items = sorted((encode_in(k, code, active), encode_in(v, code, active)) for k, v in value.items())
-            out.append(f"{{{len(items)}:" + "".join(k + v for k, v in items) + "}")
-        elif isinstance(value, (set, frozenset)):
-            tag = "S" if isinstance(value, set) else "Z"
-            out.append(
-                f"{tag}{len(value)}:" + "".join(sorted(encode_in(v, code, active) for v in value)) + ";"
-            )
-        else:
-            out.append(f"{'(' if isinstance(value, tuple) else '['}{len(value)}:")
-            for item in value:
-                _encode(item, code, out, active)
-        active.discard(id(value))
-    elif isinstance(value, _CODE):
-        out.append(f"F{code(value)};")
-    elif isinstance(value, functools.partial):
-        out.append("P")
-        _encode((value.func, value.args, value.keywords), code, out, active)
-    elif isinstance(value, _BY_REPR):
-        out.append(f"r{kind.__qualname__}:{value!r};")
-    elif isinstance(value, re.Pattern):
-        out.append(f"R{value.flags}:")
-        _encode(value.pattern, code, out, active)
-    elif dataclasses.is_dataclass(value) and _has_user_class(value):
-        if id(value) in active:
-            raise Unhashable(value)
-        active.add(id(value))
-        out.append(f"D{kind.__module__}.{kind.__qualname__}:")
-        _encode({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, code, out, active)
-        active.discard(id(value))
-    else:
+    scalar = _SCALARS.get(kind)
+    if scalar is not None:
+        return scalar(value)
+    if kind is dict or kind is list or kind is tuple or kind is set or kind is frozenset:
+        return _container(value, kind, code, active)
+    if isinstance(value, enum.Enum):
+        return f"e{kind.__module__}.{kind.__qualname__}.{value.name}=" + _encode(value.value, code, active)
+    tag = f"<{kind.__module__}.{kind.__qualname__}>"
+    for scalar_base in (str, int, float, bytes, complex):  # a subclass of a scalar type: tagged
+        if isinstance(value, scalar_base):
+            convert: Callable[[Any], Any] = scalar_base
+            return tag + _SCALARS[scalar_base](convert(value))
+    container_base: type
+    for container_base in (dict, list, tuple, set, frozenset):
+        if isinstance(value, container_base):
+            return tag + _container(value, container_base, code, active)
+    if isinstance(value, _CODE):
+        return f"F{code(value)};"
+    if isinstance(value, functools.partial):
+        return "P" + _encode((value.func, value.args, value.keywords), code, active)
+    if isinstance(value, _BY_REPR):
+        return f"r{kind.__qualname__}:{value!r};"
+    if isinstance(value, re.Pattern):
+        return f"R{value.flags}:" + _encode(value.pattern, code, active)
+    if dataclasses.is_dataclass(value) and _has_user_class(value):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return f"D{kind.__module__}.{kind.__qualname__}:" + _guarded(value, fields, dict, code, active)
+    raise Unhashable(value)
+
+
+def _guarded(owner: Any, value: Any, kind: type, code: Callable[[Any], str], active: set[int]) -> str:
+    if id(owner) in active:
+        raise Unhashable(owner)
+    active.add(id(owner))
+    try:
+        return _container(value, kind, code, active)
+    finally:
+        active.discard(id(owner))
+
+
+def _container(value: Any, kind: type, code: Callable[[Any], str], active: set[int]) -> str:
+    if id(value) in active:
         raise Unhashable(value)
-
-
-def encode_in(value: Any, code: Callable[[Any], str], active: set[int]) -> str:
-    """:func:`encode` inside an encoding already under way (``active``: containers open)."""
-    out: list[str] = []
-    _encode(value, code, out, active)
-    return "".join(out)
+    active.add(id(value))
+    try:
+        if kind is dict:
+            items = sorted(
+                [_encode(k, code, active) + "=" + _encode(v, code, active) for k, v in value.items()]
+            )
+            return f"{{{len(items)}:" + ",".join(items) + "}"
+        if kind is set or kind is frozenset:
+            tag = "S" if kind is set else "Z"
+            return f"{tag}{len(value)}:" + ",".join(sorted(_encode(v, code, active) for v in value)) + ";"
+        opening = "(" if kind is tuple else "["
+        return f"{opening}{len(value)}:" + ",".join([_encode(v, code, active) for v in value]) + ";"
+    finally:
+        active.discard(id(value))
 
 
 def _has_user_class(value: Any) -> bool:
