@@ -102,7 +102,8 @@ class _Walked:
     result: CodeDigest | None = None  # the digest when nothing is bound
 
 
-_walks: dict[int, tuple[weakref.ref[Any], _Walked]] = {}
+_walks: dict[int, tuple[weakref.KeyedRef[int, Any], _Walked]] = {}
+_drop_walk = dropper(_walks)
 _warned: set[str] = set()
 _WORDS = {"bound": "bound argument", "default": "default", "closure": "closure variable"}
 
@@ -135,7 +136,7 @@ def _walked(root: Any) -> _Walked:
     )
     try:
         key = id(root)
-        _walks[key] = (weakref.ref(root, dropper(_walks, key)), walked)
+        _walks[key] = (weakref.KeyedRef(root, _drop_walk, key), walked)
     except TypeError:  # not weakly referenceable: not cached
         pass
     return walked
@@ -168,8 +169,8 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
         values = _values(target, inner, walked.positional, args, keywords)
     if not values:
         if walked.result is None:
-            lines = "\n".join(f"{label}={part}" for label, part in sorted(walked.parts.items()))
-            walked.result = CodeDigest(sha(lines), types.MappingProxyType(walked.parts), walked.left_out)
+            digest = walked.hasher.copy().hexdigest()
+            walked.result = CodeDigest(digest, types.MappingProxyType(walked.parts), walked.left_out)
         return walked.result
     extra: dict[str, str] = {}
     left_out = walked.left_out

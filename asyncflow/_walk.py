@@ -25,18 +25,32 @@ __all__ = ["MISSING", "Walk", "dropper", "sha", "shape", "walk_root"]
 PYTHON = hashlib.sha256(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode()).hexdigest()
 MISSING: Any = object()
 _PLAIN = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
+_DATA = (*_PLAIN, enum.Enum)
+"""Module globals of these types are constants, hashed by value."""
 
 
-_shapes: dict[int, tuple[weakref.ref[types.CodeType], str, tuple[str, ...]]] = {}
+_shapes: dict[int, tuple[weakref.KeyedRef[int, types.CodeType], str, tuple[str, ...]]] = {}
+"""``{id(code): (weak reference keyed by that id, bytecode digest, names looked up)}``."""
 
 
-def dropper(cache: dict[int, Any], key: int) -> Callable[[object], None]:
-    """A weak reference callback that removes ``key`` from ``cache`` with its object."""
+_SCALAR_TYPES = frozenset({str, int, float, bool, bytes, complex, type(None)})
+_scalars: dict[int, tuple[Any, str]] = {}
+"""``{id(constant): (the constant, its digest)}`` for immutable scalars met by walks (module
+constants, defaults); the object is kept so that its ``id`` is never reused."""
 
-    def drop(_: object) -> None:
-        cache.pop(key, None)
+
+def dropper(cache: dict[int, Any]) -> Callable[[weakref.KeyedRef[int, Any]], None]:
+    """A callback for ``weakref.KeyedRef(obj, callback, id(obj))`` entries of ``cache``
+    (keyed by ``id``) that removes the entry when ``obj`` goes; one per cache, so that an
+    entry costs one weak reference and no closure."""
+
+    def drop(ref: weakref.KeyedRef[int, Any]) -> None:
+        cache.pop(ref.key, None)
 
     return drop
+
+
+_drop_shape = dropper(_shapes)
 
 
 def sha(text: str) -> str:
@@ -60,14 +74,13 @@ def shape(code: types.CodeType) -> tuple[str, tuple[str, ...]]:
     header = (
         f"{code.co_name}|{code.co_argcount}|{code.co_posonlyargcount}|{code.co_kwonlyargcount}|"
         f"{code.co_flags}|{code.co_names}|{code.co_varnames}|{code.co_freevars}|{code.co_cellvars}|"
-    )
-    h = hashlib.sha256(header.encode("utf-8", "surrogatepass"))
-    h.update(code.co_code)
-    h.update(code.co_exceptiontable)
-    h.update("".join(consts).encode("utf-8", "surrogatepass"))
+        f"{len(code.co_code)}|{len(code.co_exceptiontable)}|"
+    ).encode("utf-8", "surrogatepass")
+    text = "".join(consts).encode("utf-8", "surrogatepass")
+    h = hashlib.sha256(header + code.co_code + code.co_exceptiontable + text)
     digest, found = h.hexdigest(), tuple(names)
     key = id(code)
-    _shapes[key] = (weakref.ref(code, dropper(_shapes, key)), digest, found)
+    _shapes[key] = (weakref.KeyedRef(code, _drop_shape, key), digest, found)
     return digest, found
 
 
@@ -110,6 +123,13 @@ class Walk:
 
     def value(self, value: Any, what: str) -> str | None:
         """The digest of a bound value met during the walk; ``None`` (and noted) if unhashable."""
+        if type(value) in _SCALAR_TYPES:  # immutable: its digest is cached with the object
+            known = _scalars.get(id(value))
+            if known is not None and known[0] is value:
+                return known[1]
+            digest = sha(encode(value, repr))
+            _scalars[id(value)] = (value, digest)
+            return digest
         try:
             return sha(encode(value, self.token))
         except Unhashable as exc:
@@ -131,21 +151,27 @@ class Walk:
         bytecode, names = shape(fn.__code__)
         own = [bytecode]
         where = _where(fn.__globals__)
-        of = f" of {fn.__code__.co_qualname}() ({where})"
-        for i, value in enumerate(() if root else fn.__defaults__ or ()):
-            own.append(f"d{i}={self.value(value, f'default #{i}{of}')}")
-        for key, value in sorted(() if root else (fn.__kwdefaults__ or {}).items()):
-            own.append(f"k{key}={self.value(value, f'default {key!r}{of}')}")
-        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell: a name assigned later in the outer function
-                continue
-            if root and not callable(contents):
-                continue
-            own.append(f"c{var}={self.value(contents, f'closure variable {var!r}{of}')}")
+        of = (
+            f" of {fn.__code__.co_qualname}() ({where})"
+            if fn.__defaults__ or fn.__kwdefaults__ or fn.__closure__
+            else ""
+        )
+        if not root:
+            for i, value in enumerate(fn.__defaults__ or ()):
+                own.append(f"d{i}={self.value(value, f'default #{i}{of}')}")
+            for key, value in sorted((fn.__kwdefaults__ or {}).items()):
+                own.append(f"k{key}={self.value(value, f'default {key!r}{of}')}")
+        if fn.__closure__:
+            for var, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=False):
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # an empty cell: a name assigned later in the outer function
+                    continue
+                if root and not callable(contents):
+                    continue
+                own.append(f"c{var}={self.value(contents, f'closure variable {var!r}{of}')}")
         self.names(names, fn.__globals__, where)
-        digest = sha("|".join(own))
+        digest = bytecode if len(own) == 1 else sha("|".join(own))
         if label is not None:
             self.record(label, digest)
         return digest
@@ -167,7 +193,7 @@ class Walk:
                     self.seen.add(id(obj))
                     self.witnesses.append((namespace, name, obj))
                     self.names(names, vars(obj), _where(vars(obj)))
-            elif isinstance(obj, (*_PLAIN, enum.Enum)):
+            elif isinstance(obj, _DATA):
                 digest = self.value(obj, f"constant {name}")
                 if digest is not None:
                     self.witnesses.append((namespace, name, obj))
