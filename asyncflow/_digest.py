@@ -242,7 +242,13 @@ def _unwrap(fn: Any) -> Any:
 
 
 def _code_token(obj: Any) -> str:
-    return code_digest(obj).digest
+    """A function or class met inside a bound value: the digest of its walk (its code and
+    the user code it reaches), not of its own bound values, so that two functions that
+    hold each other in their defaults cannot recurse forever."""
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    walked = _walked(obj)
+    return str(walked.hasher.copy().hexdigest())
 
 
 def value_digest(value: Any) -> str | None:
@@ -250,7 +256,8 @@ def value_digest(value: Any) -> str | None:
 
     Plain data is hashed by value, recursively: dict and set order are irrelevant; ``1``,
     ``1.0`` and ``True`` differ, as do a tuple and a list. Functions and classes inside it
-    count as their :func:`code_digest`; enum members as qualified name and value; user
+    count as their code (the walk of :func:`code_digest`, without their own defaults and
+    closure values); enum members as qualified name and value; user
     dataclass instances by fields. See :mod:`asyncflow._values` for the full list.
     Returns ``None`` (never raises) for values with no stable encoding: objects whose
     ``repr`` holds an address, open files, clients, self-containing containers.

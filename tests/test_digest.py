@@ -263,6 +263,15 @@ def test_enums_dataclasses_and_functions_are_values() -> None:
     assert value_digest(fresh) not in (None, value_digest(load))
     assert value_digest({"f": fresh}) is not None
 
+    def ping(n: int, other: object = None) -> object:
+        return other
+
+    def pong(n: int, other: object = ping) -> object:
+        return other
+
+    ping.__defaults__ = (pong,)  # each holds the other in a default: no endless recursion
+    assert code_digest(ping).parts["default other"] == value_digest(pong)
+
 
 def test_stdlib_and_installed_code_is_not_followed() -> None:
     def task(x: object) -> str:
