@@ -41,7 +41,10 @@ and the walk of each function (its parts and the global bindings it looked up), 
 by ``id`` with a weak reference that drops the entry with the object. A cached walk is
 reused while every binding it looked up is unchanged (re-importing or rebinding a helper
 or a constant starts a new walk), so a 10,000-task ``partial`` fan-out of one function
-walks it once and then pays only for each partial's bound values.
+walks it once and then pays only for each partial's bound values. (A third cache, in
+:mod:`asyncflow._walk`, keeps the digest of each immutable scalar constant met, with the
+constant.) What a cached walk does not notice: a helper's ``__defaults__`` reassigned, or a
+module-level container mutated in place, after the first digest in the same process.
 """
 
 from __future__ import annotations

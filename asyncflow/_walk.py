@@ -54,6 +54,7 @@ _drop_shape = dropper(_shapes)
 
 
 def sha(text: str) -> str:
+    """The hex SHA-256 of ``text`` (UTF-8; lone surrogates kept, so never raises)."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

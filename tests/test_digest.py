@@ -17,6 +17,7 @@ import textwrap
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -26,8 +27,6 @@ from asyncflow._digest import CodeDigest, code_digest, describe_change, value_di
 from asyncflow._values import is_user_file
 
 _names = itertools.count()
-
-Load = Callable[..., types.ModuleType]
 
 
 @pytest.fixture
@@ -124,7 +123,7 @@ def test_constants_are_hashed_by_value(modules: Callable[[str, str], None]) -> N
     helpers, tasks = fresh("helpers"), fresh("tasks")
     modules(helpers, HELPERS.format(rate=0.1, factor=2, unused=1))
     modules(tasks, TASKS.format(helpers=helpers))
-    mod = load(helpers)
+    mod: Any = load(helpers)
     before = code_digest(load(tasks).taxed)
     assert f"constant {helpers}.py:RATE" in before.parts
 
