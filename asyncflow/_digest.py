@@ -18,7 +18,8 @@
   packages or asyncflow itself (the rule is :func:`asyncflow._values.is_user_file`), and
   built-ins. Module-level objects that are neither code nor plain data (a logger, a client
   made at import time) are not part of the digest and not warned about; their class is
-  followed when it is user code.
+  followed when it is user code. An object that raises when looked at (a context-local
+  proxy used outside its context) is skipped, so a digest never fails.
 * **How code is hashed.** Never from source: from bytecode (``co_code``, the exception
   table, ``co_consts`` with nested code recursively, ``co_names``, ``co_varnames``,
   ``co_freevars``, ``co_cellvars``, argument counts, flags and ``co_name``), plus

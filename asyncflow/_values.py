@@ -79,12 +79,18 @@ def encode(value: Any, code: Callable[[Any], str]) -> str:
 
     Raises:
         Unhashable: ``value`` is, or contains, an object without a stable encoding, or a
-            container that contains itself.
+            container that contains itself; also when looking at it raises (an object
+            whose attributes raise, nesting deeper than the recursion limit).
     """
     scalar = _SCALARS.get(type(value))
     if scalar is not None:
         return scalar(value)
-    return _encode(value, code, set())
+    try:
+        return _encode(value, code, set())
+    except Unhashable:
+        raise
+    except Exception as exc:  # a proxy whose attributes raise, nesting past the recursion limit
+        raise Unhashable(value) from exc
 
 
 _SCALARS: dict[type, Callable[[Any], str]] = {

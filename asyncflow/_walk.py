@@ -189,18 +189,28 @@ class Walk:
             obj = namespace.get(name, MISSING)
             if obj is MISSING:
                 continue
-            if isinstance(obj, types.ModuleType):
-                if _is_user_module(obj) and id(obj) not in self.seen:
-                    self.seen.add(id(obj))
-                    self.witnesses.append((namespace, name, obj))
-                    self.names(names, vars(obj), _where(vars(obj)))
-            elif isinstance(obj, _DATA):
-                digest = self.value(obj, f"constant {name}")
-                if digest is not None:
-                    self.witnesses.append((namespace, name, obj))
-                    self.record(f"constant {where}:{name}", digest)
-            elif self.reference(obj):
+            try:
+                self.follow(names, namespace, name, obj, where)
+            except Exception:  # e.g. a context-local proxy whose attributes raise
+                continue  # nothing it leads to can be told, so it is not user code
+
+    def follow(
+        self, names: tuple[str, ...], namespace: dict[str, Any], name: str, obj: Any, where: str
+    ) -> None:
+        """Follow global ``name`` of ``namespace``, bound to ``obj``; a user module is
+        searched for all of ``names`` in turn (``helpers.scale``); see :meth:`names`."""
+        if isinstance(obj, types.ModuleType):
+            if _is_user_module(obj) and id(obj) not in self.seen:
+                self.seen.add(id(obj))
                 self.witnesses.append((namespace, name, obj))
+                self.names(names, vars(obj), _where(vars(obj)))
+        elif isinstance(obj, _DATA):
+            digest = self.value(obj, f"constant {name}")
+            if digest is not None:
+                self.witnesses.append((namespace, name, obj))
+                self.record(f"constant {where}:{name}", digest)
+        elif self.reference(obj):
+            self.witnesses.append((namespace, name, obj))
 
     def reference(self, obj: Any) -> bool:
         """Follow ``obj`` if it is (or leads to) user code; whether it did."""

@@ -382,3 +382,32 @@ def test_describe_change_names_the_most_specific_change_first() -> None:
         "helper scale() changed (p/m.py); constant RATE added; bound argument cfg removed; its code changed"
     )
     assert describe_change(dict(new.parts), new) == "code unchanged"
+
+
+PROXY = """
+class Proxy:
+    # Like a context-local proxy used outside its context: every attribute raises.
+    def __getattribute__(self, name):
+        raise RuntimeError("working outside of the request context")
+
+request = Proxy()
+DEEP = []
+for _ in range(5000):
+    DEEP = [DEEP]
+
+def task():
+    return request.args, DEEP
+"""
+
+
+def test_objects_that_raise_when_looked_at_do_not_break_the_digest(
+    modules: Callable[[str, str], None],
+) -> None:
+    name = fresh("proxy")
+    modules(name, PROXY)
+    mod = load(name)
+    digest = code_digest(mod.task)  # neither the proxy nor the deep list raises
+    assert set(digest.parts) == {"python", "body"}
+    assert digest.left_out == ("constant DEEP (a list)",)
+    assert value_digest(mod.request) is None and value_digest(mod.DEEP) is None
+    assert code_digest(functools.partial(mod.task)) == digest
