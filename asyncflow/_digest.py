@@ -44,8 +44,12 @@ reused while every binding it looked up is unchanged (re-importing or rebinding 
 or a constant starts a new walk), so a 10,000-task ``partial`` fan-out of one function
 walks it once and then pays only for each partial's bound values. (A third cache, in
 :mod:`asyncflow._walk`, keeps the digest of each immutable scalar constant met, with the
-constant.) What a cached walk does not notice: a helper's ``__defaults__`` reassigned, or a
-module-level container mutated in place, after the first digest in the same process.
+constant.) The values a walk reaches (module constants, defaults, closure cells) are thus
+a snapshot taken when the function is first digested in the process: a closure over a
+counter or a list that the task itself updates keeps its key from run to run, and a run in
+a new process sees the values as the module builds them. What a cached walk does not
+notice: a container mutated in place, or ``__defaults__`` reassigned, after that first
+digest in the same process (rebinding a global is noticed).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import hashlib
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -72,7 +76,7 @@ class CodeDigest:
 
     Attributes:
         digest: hex SHA-256 over the ``label=part`` lines of ``parts``: the code parts
-            sorted, then the bound values' parts (``bound``, ``default``, ``closure``) sorted.
+            sorted (``default`` and ``closure`` parts among them), then the ``bound`` parts.
         parts: ``{label: hex SHA-256 of that component}``. Labels: ``"python"``,
             ``"body"`` (the task function's own code), ``"helper <file>:<qualname>"`` (a
             user function reached), ``"class <file>:<qualname>"``, ``"constant
@@ -84,11 +88,14 @@ class CodeDigest:
             directory.
         left_out: descriptions of values that could not be hashed stably and are not in
             the digest, e.g. ``"bound argument 'session' (a ClientSession)"``.
+
+    ``parts`` and ``left_out`` default to empty, so that a digest loaded from a checkpoint
+    can be rebuilt as ``CodeDigest(digest, parts)`` for :func:`describe_change`.
     """
 
     digest: str
-    parts: Mapping[str, str]
-    left_out: tuple[str, ...]
+    parts: Mapping[str, str] = field(default_factory=dict)
+    left_out: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -102,14 +109,12 @@ class _Walked:
     hasher: Any  # SHA-256 fed with the code parts' lines, to be copied per call
     inner: Any  # the root without its decorators
     positional: tuple[str, ...]  # names of the inner function's positional parameters
-    plain: bool  # the inner function has no defaults and no closure
     result: CodeDigest | None = None  # the digest when nothing is bound
 
 
 _walks: dict[int, tuple[weakref.KeyedRef[int, Any], _Walked]] = {}
 _drop_walk = dropper(_walks)
 _warned: set[str] = set()
-_WORDS = {"bound": "bound argument", "default": "default", "closure": "closure variable"}
 
 
 def _walked(root: Any) -> _Walked:
@@ -135,8 +140,6 @@ def _walked(root: Any) -> _Walked:
         hasher=hashlib.sha256(lines.encode("utf-8", "surrogatepass")),
         inner=inner,
         positional=code.co_varnames[: code.co_argcount] if isinstance(code, types.CodeType) else (),
-        plain=isinstance(inner, types.FunctionType)
-        and not (inner.__defaults__ or inner.__kwdefaults__ or inner.__closure__),
     )
     try:
         key = id(root)
@@ -155,9 +158,10 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
             other callable (its class is followed and the object hashed as ``bound self``).
 
     The walk through the user code ``fn`` reaches is cached per function (see the module
-    docstring); the values bound to ``fn`` itself (``partial`` arguments, the bound
-    method's object, its own defaults and closure cells) are hashed on every call. Never
-    raises for a callable; values that cannot be hashed are listed in ``left_out``.
+    docstring), with the function's own defaults and closure cells hashed by value when
+    it is walked (like module constants: a snapshot per process); what ``partial`` or a
+    bound method binds is hashed on every call. Never raises for a callable; values that
+    cannot be hashed are listed in ``left_out``.
     """
     args: Sequence[Any]
     if type(fn) is functools.partial and type(fn.func) is types.FunctionType:
@@ -166,11 +170,10 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
     else:
         target, args, keywords = _peel(fn)
     walked = _walked(target)
-    inner = walked.inner
-    if not args and keywords and walked.plain:  # the fan-out case: keywords only
-        values: list[tuple[str, str, Any]] = [("bound", k, v) for k, v in keywords.items()]
-    else:
-        values = _values(target, inner, walked.positional, args, keywords)
+    if args or not isinstance(walked.inner, types.FunctionType):
+        values = _bound(target, walked.inner, walked.positional, args, keywords)
+    else:  # the fan-out case: keywords only
+        values = [(k, v) for k, v in keywords.items()]
     if not values:
         if walked.result is None:
             digest = walked.hasher.copy().hexdigest()
@@ -178,11 +181,11 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
         return walked.result
     extra: dict[str, str] = {}
     left_out = walked.left_out
-    for kind, name, value in values:
+    for name, value in values:
         try:
-            extra[f"{kind} {name}"] = sha(encode(value, _code_token))
+            extra[f"bound {name}"] = sha(encode(value, _code_token))
         except Unhashable as exc:
-            what = f"{_WORDS[kind]} {name!r}" if name != "self" else "bound self"
+            what = f"bound argument {name!r}" if name != "self" else "bound self"
             nested = "" if exc.value is value else "holds "
             left_out += (f"{what} ({nested}{describe(exc.value)})",)
     hasher = walked.hasher.copy()
@@ -191,34 +194,18 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
     return CodeDigest(hasher.hexdigest(), parts, left_out)
 
 
-def _values(
+def _bound(
     target: Any, inner: Any, positional: tuple[str, ...], args: Sequence[Any], keywords: Mapping[str, Any]
-) -> list[tuple[str, str, Any]]:
-    """``(kind, name, value)`` for every value bound to the root: its defaults and plain
-    closure cells (kinds ``default``, ``closure``), ``partial`` arguments (``bound``)."""
-    values: list[tuple[str, str, Any]] = []
+) -> list[tuple[str, Any]]:
+    """``(name, value)`` for every value bound to the root by ``partial`` (positional ones
+    named after the parameters they fill) or as a bound method's or callable's object."""
     if isinstance(inner, types.FunctionType):
-        if inner.__defaults__:
-            start = len(positional) - len(inner.__defaults__)
-            values += [("default", positional[start + i], v) for i, v in enumerate(inner.__defaults__)]
-        if inner.__kwdefaults__:
-            values += [("default", k, v) for k, v in inner.__kwdefaults__.items()]
-        if inner.__closure__:
-            for var, cell in zip(inner.__code__.co_freevars, inner.__closure__, strict=False):
-                try:
-                    contents = cell.cell_contents
-                except ValueError:  # an empty cell: a name assigned later in the outer function
-                    continue
-                if not callable(contents):
-                    values.append(("closure", var, contents))
-        for i, value in enumerate(args):
-            values.append(("bound", positional[i] if i < len(positional) else f"#{i}", value))
+        bound = [(positional[i] if i < len(positional) else f"#{i}", v) for i, v in enumerate(args)]
     else:
-        values += [("bound", f"#{i}", value) for i, value in enumerate(args)]
+        bound = [(f"#{i}", v) for i, v in enumerate(args)]
         if not isinstance(target, (type, types.BuiltinFunctionType)):
-            values.append(("bound", "self", target))
-    values += [("bound", k, v) for k, v in keywords.items()]
-    return values
+            bound.append(("self", target))
+    return bound + list(keywords.items())
 
 
 def _peel(fn: Any) -> tuple[Any, list[Any], dict[str, Any]]:

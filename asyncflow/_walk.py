@@ -33,10 +33,11 @@ _shapes: dict[int, tuple[weakref.KeyedRef[int, types.CodeType], str, tuple[str, 
 """``{id(code): (weak reference keyed by that id, bytecode digest, names looked up)}``."""
 
 
-_SCALAR_TYPES = frozenset({str, int, float, bool, bytes, complex, type(None)})
-_scalars: dict[int, tuple[Any, str]] = {}
-"""``{id(constant): (the constant, its digest)}`` for immutable scalars met by walks (module
-constants, defaults); the object is kept so that its ``id`` is never reused."""
+_snapshots: dict[int, tuple[Any, str]] = {}
+"""``{id(value): (the value, its digest)}`` for the values walks reach: module constants,
+defaults and closure cells (not ``partial`` arguments, hashed on every digest). The object
+is kept, so its ``id`` is never reused. A value is hashed the first time a walk meets it in
+the process: a counter or list that tasks update in place keeps the digest it had then."""
 
 
 def dropper(cache: dict[int, Any]) -> Callable[[weakref.KeyedRef[int, Any]], None]:
@@ -123,20 +124,29 @@ class Walk:
         self.seen: set[int] = set()
 
     def value(self, value: Any, what: str) -> str | None:
-        """The digest of a bound value met during the walk; ``None`` (and noted) if unhashable."""
-        if type(value) in _SCALAR_TYPES:  # immutable: its digest is cached with the object
-            known = _scalars.get(id(value))
-            if known is not None and known[0] is value:
-                return known[1]
-            digest = sha(encode(value, repr))
-            _scalars[id(value)] = (value, digest)
-            return digest
+        """The digest of a value the walk reaches (a constant, default or closure cell);
+        ``None``, and ``what`` noted in ``left_out``, if it cannot be hashed.
+
+        The digest is kept with the object (a snapshot, see :data:`_snapshots`) unless
+        code was met inside it: code is walked into this walk's parts, every time."""
+        known = _snapshots.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        met: list[Any] = []
+
+        def token(obj: Any) -> str:
+            met.append(obj)
+            return self.token(obj)
+
         try:
-            return sha(encode(value, self.token))
+            digest = sha(encode(value, token))
         except Unhashable as exc:
             nested = "" if exc.value is value else "holds "
             self.left_out.append(f"{what} ({nested}{describe(exc.value)})")
             return None
+        if not met:
+            _snapshots[id(value)] = (value, digest)
+        return digest
 
     def token(self, obj: Any) -> str:
         """Stand-in for code met inside a value: the code is walked, its name is the token."""
@@ -146,8 +156,8 @@ class Walk:
     def function(self, fn: types.FunctionType, label: str | None, root: bool = False) -> str:
         """Walk ``fn``; record it as a helper part under ``label`` (or return its digest).
 
-        The root's own defaults and plain closure values are left to :func:`code_digest`,
-        which hashes them on every call; a helper's are part of its digest.
+        The root's own defaults and plain closure values are separate parts (see
+        :meth:`root_values`); a helper's are part of its digest.
         """
         bytecode, names = shape(fn.__code__)
         own = [bytecode]
@@ -176,6 +186,30 @@ class Walk:
         if label is not None:
             self.record(label, digest)
         return digest
+
+    def root_values(self, fn: types.FunctionType) -> None:
+        """Parts ``default <param>`` and ``closure <variable>`` for the root's own defaults,
+        keyword defaults and closure cells that hold data (cells holding code are walked
+        as helpers). Hashed once per walk, as module constants are: a closure over a
+        counter that the task itself updates does not change the task's key."""
+        code = fn.__code__
+        positional = code.co_varnames[: code.co_argcount]
+        defaults = fn.__defaults__ or ()
+        items = list(zip(positional[len(positional) - len(defaults) :], defaults, strict=True))
+        items += sorted((fn.__kwdefaults__ or {}).items())
+        for name, value in items:
+            digest = self.value(value, f"default {name!r}")
+            if digest is not None:
+                self.parts[f"default {name}"] = digest
+        for var, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell: a name assigned later in the outer function
+                continue
+            if not callable(contents):
+                digest = self.value(contents, f"closure variable {var!r}")
+                if digest is not None:
+                    self.parts[f"closure {var}"] = digest
 
     def record(self, label: str, digest: str) -> None:
         """Set part ``label``; two different objects under one label (an old function
@@ -276,6 +310,7 @@ def walk_root(root: Any) -> Walk:
             if _is_user(wrapper):
                 walk.function(wrapper, f"helper {_where(wrapper.__globals__)}:{wrapper.__code__.co_qualname}")
         walk.parts["body"] = walk.function(layer, None, root=True)
+        walk.root_values(layer)
         owner = _owner(layer)
         if owner is not None:  # a method: the other methods it calls through self
             walk.reference(owner)
