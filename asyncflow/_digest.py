@@ -1,129 +1,329 @@
-"""Code and value digests for cache keys (interim: the function's own code only)."""
+"""Code and value digests for cache keys: what a task computes, hashed exactly.
+
+:func:`code_digest` hashes a task function *together with the user code it reaches*:
+
+* **What is followed.** From the function's code object (and the code objects nested in
+  its ``co_consts``: inner functions, lambdas, comprehensions), every name in ``co_names``
+  is looked up in the function's ``__globals__``. A name bound to a function, a class, a
+  module, an enum member or plain data *of the user's own code* is followed: functions
+  transitively, classes through every method, property, static and class method and user
+  base class, modules by looking up the same names as attributes (``helpers.scale``). The
+  cells of closures that hold functions are followed the same way, decorators through
+  ``__wrapped__``, ``functools.partial`` (nested too) through ``.func``, bound methods
+  through ``__func__`` and their class. Cycles and recursion end because each object is
+  visited once per digest. Attribute names are over-approximated: any name in
+  ``co_names`` is looked up in every user module the code reaches, so an unrelated
+  attribute of the same name can only cause a needless rerun, never a stale result.
+* **What is not followed.** Code whose file is in the standard library, installed
+  packages or asyncflow itself (the rule is :func:`asyncflow._values.is_user_file`), and
+  built-ins. Module-level objects that are neither code nor plain data (a logger, a client
+  made at import time) are not part of the digest and not warned about; their class is
+  followed when it is user code. An object that raises when looked at (a context-local
+  proxy used outside its context) is skipped, so a digest never fails.
+* **How code is hashed.** Never from source: from bytecode (``co_code``, the exception
+  table, ``co_consts`` with nested code recursively, ``co_names``, ``co_varnames``,
+  ``co_freevars``, ``co_cellvars``, argument counts, flags and ``co_name``), plus
+  ``sys.version_info[:2]``, since bytecode differs between Python versions. Line numbers
+  and file names are left out, so moving a function or editing comments elsewhere keeps
+  its digest, and editing its body changes it. Docstrings are constants, so editing one
+  changes the digest. Defaults, keyword defaults, closure cells and ``partial`` arguments
+  are hashed by value (:func:`value_digest`); module constants that are plain data too.
+* **What is left out, loudly.** A bound value with no stable encoding (an open file, a
+  client, an object whose ``repr`` is its address) goes into :attr:`CodeDigest.left_out`,
+  and :func:`warn_left_out` says so once per task.
+
+The one remaining way to be wrong: behaviour that lives outside the user's modules
+(an upgraded library, a changed file or database a task reads behind asyncflow's back, a
+module-level object mutated in place during the process). The remedy is the task's
+``cache_key_fn=``, whose value is part of the key.
+
+Caches, the only state here besides the warned-once set: the digest of each code object,
+and the walk of each function (its parts and the global bindings it looked up), both keyed
+by ``id`` with a weak reference that drops the entry with the object. A cached walk is
+reused while every binding it looked up is unchanged (re-importing or rebinding a helper
+or a constant starts a new walk), so a 10,000-task ``partial`` fan-out of one function
+walks it once and then pays only for each partial's bound values. (A third cache, in
+:mod:`asyncflow._walk`, keeps the digest of each immutable scalar constant met, with the
+constant.) The values a walk reaches (module constants, defaults, closure cells) are thus
+a snapshot taken when the function is first digested in the process: a closure over a
+counter or a list that the task itself updates keeps its key from run to run, and a run in
+a new process sees the values as the module builds them. What a cached walk does not
+notice: a container mutated in place, or ``__defaults__`` reassigned, after that first
+digest in the same process (rebinding a global is noticed).
+"""
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
-import inspect
-import json
-import textwrap
 import types
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from loguru import logger
+
+from ._values import Unhashable, describe, encode
+from ._walk import MISSING, dropper, sha, walk_root
 
 __all__ = ["CodeDigest", "code_digest", "describe_change", "value_digest", "warn_left_out"]
 
 
 @dataclass(frozen=True, slots=True)
 class CodeDigest:
-    """What a function computes, as a digest and its parts."""
+    """What a callable computes, as one digest and the parts it was made of.
+
+    Attributes:
+        digest: hex SHA-256 over the ``label=part`` lines of ``parts``: the code parts
+            sorted (``default`` and ``closure`` parts among them), then the ``bound`` parts.
+        parts: ``{label: hex SHA-256 of that component}``. Labels: ``"python"``,
+            ``"body"`` (the task function's own code), ``"helper <file>:<qualname>"`` (a
+            user function reached), ``"class <file>:<qualname>"``, ``"constant
+            <file>:<name>"`` (a plain-data module global read), ``"bound <param>"`` (a
+            ``partial`` argument; ``"bound #<i>"`` when a positional one has no name,
+            ``"bound self"`` for a bound method's object), ``"default <param>"``,
+            ``"closure <variable>"``. ``<file>`` is the module's path relative to its
+            import root (``pipelines/prices.py``), so it does not depend on the current
+            directory.
+        left_out: descriptions of values that could not be hashed stably and are not in
+            the digest, e.g. ``"bound argument 'session' (a ClientSession)"``.
+
+    ``parts`` and ``left_out`` default to empty, so that a digest loaded from a checkpoint
+    can be rebuilt as ``CodeDigest(digest, parts)`` for :func:`describe_change`.
+    """
 
     digest: str
     parts: Mapping[str, str] = field(default_factory=dict)
     left_out: tuple[str, ...] = ()
 
 
-_SIMPLE = (str, int, float, bool, type(None))
+@dataclass(slots=True)
+class _Walked:
+    """A cached walk: its code parts, and what each call needs to add the bound values."""
+
+    parts: dict[str, str]
+    left_out: tuple[str, ...]
+    witnesses: tuple[tuple[dict[str, Any], str, Any], ...]
+    code: Any  # the root's __code__ when walked (a reassigned __code__ invalidates)
+    hasher: Any  # SHA-256 fed with the code parts' lines, to be copied per call
+    inner: Any  # the root without its decorators
+    positional: tuple[str, ...]  # names of the inner function's positional parameters
+    result: CodeDigest | None = None  # the digest when nothing is bound
 
 
-def _simple(value: Any) -> Any:
-    """``value`` if it is immutable plain data, else its type's name.
-
-    Mutable containers (a list that a task appends to, say) are left out: their content
-    changes between runs, which would make the task's cache key change on every run.
-    """
-    if isinstance(value, _SIMPLE):
-        return value
-    if isinstance(value, tuple) and all(isinstance(v, _SIMPLE) for v in value):
-        return list(value)
-    return f"<{type(value).__qualname__}>"
+_walks: dict[int, tuple[weakref.KeyedRef[int, Any], _Walked]] = {}
+_drop_walk = dropper(_walks)
+_warned: set[str] = set()
 
 
-def _code_fallback(code: types.CodeType) -> str:
-    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)]
-    for const in code.co_consts:
-        parts.append(_code_fallback(const) if isinstance(const, types.CodeType) else repr(const))
-    return "|".join(parts)
-
-
-@functools.lru_cache(maxsize=4096)
-def _body_digest(code: types.CodeType) -> str:
-    """The digest of a function body, cached per code object (one per ``def`` statement)."""
+def _walked(root: Any) -> _Walked:
+    """The walk from ``root`` (a function, class or other callable), cached while valid."""
+    entry = _walks.get(id(root))
+    if entry is not None and entry[0]() is root:
+        walked = entry[1]
+        if getattr(root, "__code__", None) is walked.code:
+            for namespace, name, obj in walked.witnesses:
+                if namespace.get(name, MISSING) is not obj:
+                    break
+            else:
+                return walked
+    walk = walk_root(root)
+    lines = "\n".join(f"{label}={part}" for label, part in sorted(walk.parts.items()))
+    inner = _unwrap(root)
+    code = getattr(inner, "__code__", None)
+    walked = _Walked(
+        parts=walk.parts,
+        left_out=tuple(walk.left_out),
+        witnesses=tuple(walk.witnesses),
+        code=getattr(root, "__code__", None),
+        hasher=hashlib.sha256(lines.encode("utf-8", "surrogatepass")),
+        inner=inner,
+        positional=code.co_varnames[: code.co_argcount] if isinstance(code, types.CodeType) else (),
+    )
     try:
-        source = textwrap.dedent(inspect.getsource(code))
-        node = ast.parse(source).body[0]
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            node.decorator_list = []
-        text = ast.dump(node)
-    except (OSError, TypeError, SyntaxError, IndexError):
-        text = _code_fallback(code)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _old_digest(fn: Callable[..., Any]) -> str:
-    """A hex SHA-256 digest of what ``fn`` computes, for cache keys.
-
-    The function's source is parsed with :mod:`ast` and dumped without line numbers or
-    decorators, so reformatting, comments, moving the function or changing its decorator's
-    options (retries, timeout, ...) keep the digest; changing its body, signature or
-    docstring changes it. Default values and closure variables that are plain data (str,
-    int, float, bool, None, flat tuples of those) are included, so one function
-    registered once per ticker with ``ticker=ticker`` gets one digest per ticker. When
-    the source is not available (functions built with ``exec``), the bytecode is used.
-    """
-    target = inspect.unwrap(fn)
-    while hasattr(target, "func") and callable(target.func):  # functools.partial
-        target = target.func
-    code = getattr(target, "__code__", None)
-    body = _body_digest(code) if code is not None else repr(target)
-    defaults = getattr(target, "__defaults__", None) or ()
-    kwdefaults = getattr(target, "__kwdefaults__", None) or {}
-    closure = getattr(target, "__closure__", None) or ()
-    cells = []
-    for cell in closure:
-        try:
-            cells.append(_simple(cell.cell_contents))
-        except ValueError:  # an empty cell
-            cells.append(None)
-    extra = {
-        "defaults": [_simple(v) for v in defaults],
-        "kwdefaults": {k: _simple(v) for k, v in sorted(kwdefaults.items())},
-        "closure": cells,
-        "partial": _partial_args(fn),
-    }
-    payload = body + json.dumps(extra, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _partial_args(fn: Any) -> Any:
-    args = []
-    while hasattr(fn, "func") and hasattr(fn, "args") and hasattr(fn, "keywords"):
-        args.append([[_simple(a) for a in fn.args], {k: _simple(v) for k, v in fn.keywords.items()}])
-        fn = fn.func
-    return args
+        key = id(root)
+        _walks[key] = (weakref.KeyedRef(root, _drop_walk, key), walked)
+    except TypeError:  # not weakly referenceable: not cached
+        pass
+    return walked
 
 
 def code_digest(fn: Callable[..., Any]) -> CodeDigest:
-    """The :class:`CodeDigest` of ``fn``."""
-    d = _old_digest(fn)
-    return CodeDigest(d, {"body": d})
+    """The :class:`CodeDigest` of what ``fn`` computes, for cache keys.
+
+    Args:
+        fn: a function (``def``, ``async def``, lambda, closure, decorated), a
+            ``functools.partial`` of one (nested too), a bound method, a class, or any
+            other callable (its class is followed and the object hashed as ``bound self``).
+
+    The walk through the user code ``fn`` reaches is cached per function (see the module
+    docstring), with the function's own defaults and closure cells hashed by value when
+    it is walked (like module constants: a snapshot per process); what ``partial`` or a
+    bound method binds is hashed on every call. Never raises for a callable; values that
+    cannot be hashed are listed in ``left_out``.
+    """
+    args: Sequence[Any]
+    if type(fn) is functools.partial and type(fn.func) is types.FunctionType:
+        target: Any = fn.func  # the common case, a fan-out: no loop
+        args, keywords = fn.args, fn.keywords
+    else:
+        target, args, keywords = _peel(fn)
+    walked = _walked(target)
+    if args or not isinstance(walked.inner, types.FunctionType):
+        values = _bound(target, walked.inner, walked.positional, args, keywords)
+    else:  # the fan-out case: keywords only
+        values = [(k, v) for k, v in keywords.items()]
+    if not values:
+        if walked.result is None:
+            digest = walked.hasher.copy().hexdigest()
+            walked.result = CodeDigest(digest, types.MappingProxyType(walked.parts), walked.left_out)
+        return walked.result
+    extra: dict[str, str] = {}
+    left_out = walked.left_out
+    for name, value in values:
+        try:
+            extra[f"bound {name}"] = sha(encode(value, _code_token))
+        except Unhashable as exc:
+            what = f"bound argument {name!r}" if name != "self" else "bound self"
+            nested = "" if exc.value is value else "holds "
+            left_out += (f"{what} ({nested}{describe(exc.value)})",)
+    hasher = walked.hasher.copy()
+    hasher.update("".join(f"\n{label}={part}" for label, part in sorted(extra.items())).encode())
+    parts = types.MappingProxyType({**walked.parts, **extra})
+    return CodeDigest(hasher.hexdigest(), parts, left_out)
+
+
+def _bound(
+    target: Any, inner: Any, positional: tuple[str, ...], args: Sequence[Any], keywords: Mapping[str, Any]
+) -> list[tuple[str, Any]]:
+    """``(name, value)`` for every value bound to the root by ``partial`` (positional ones
+    named after the parameters they fill) or as a bound method's or callable's object."""
+    if isinstance(inner, types.FunctionType):
+        bound = [(positional[i] if i < len(positional) else f"#{i}", v) for i, v in enumerate(args)]
+    else:
+        bound = [(f"#{i}", v) for i, v in enumerate(args)]
+        if not isinstance(target, (type, types.BuiltinFunctionType)):
+            bound.append(("self", target))
+    return bound + list(keywords.items())
+
+
+def _peel(fn: Any) -> tuple[Any, list[Any], dict[str, Any]]:
+    """``fn`` without its partials and bound-method layers, with what they bind."""
+    args: list[Any] = []
+    keywords: dict[str, Any] = {}
+    while True:
+        if isinstance(fn, functools.partial):
+            args[:0] = fn.args
+            for key, value in fn.keywords.items():
+                keywords.setdefault(key, value)  # an outer partial's keyword wins
+            fn = fn.func
+        elif isinstance(fn, types.MethodType):
+            args[:0] = [fn.__self__]
+            fn = fn.__func__
+        else:
+            return fn, args, keywords
+
+
+def _unwrap(fn: Any) -> Any:
+    """``fn`` without its decorators: follows ``__wrapped__`` while it leads to a function."""
+    while isinstance(getattr(fn, "__wrapped__", None), types.FunctionType):
+        fn = fn.__wrapped__
+    return fn
+
+
+def _code_token(obj: Any) -> str:
+    """A function or class met inside a bound value: the digest of its walk (its code and
+    the user code it reaches), not of its own bound values, so that two functions that
+    hold each other in their defaults cannot recurse forever."""
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    walked = _walked(obj)
+    return str(walked.hasher.copy().hexdigest())
 
 
 def value_digest(value: Any) -> str | None:
-    """A digest of plain data, or ``None``."""
+    """The hex SHA-256 of ``value``'s canonical encoding; ``None`` if it has none.
+
+    Plain data is hashed by value, recursively: dict and set order are irrelevant; ``1``,
+    ``1.0`` and ``True`` differ, as do a tuple and a list. Functions and classes inside it
+    count as their code (the walk of :func:`code_digest`, without their own defaults and
+    closure values); enum members as qualified name and value; user
+    dataclass instances by fields. See :mod:`asyncflow._values` for the full list.
+    Returns ``None`` (never raises) for values with no stable encoding: objects whose
+    ``repr`` holds an address, open files, clients, self-containing containers.
+    """
     try:
-        text = json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):
+        return sha(encode(value, _code_token))
+    except Unhashable:
         return None
-    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_KIND_ORDER = ("helper", "class", "constant", "bound", "default", "closure", "body", "python")
+
+
+def _phrase(label: str, verb: str) -> str:
+    kind, _, rest = label.partition(" ")
+    where, _, name = rest.rpartition(":")
+    if kind == "helper":
+        return f"helper {name}() {verb} ({where})"
+    if kind == "class":
+        return f"class {name} {verb} ({where})"
+    if kind == "constant":
+        return f"constant {name} {verb}"
+    if kind == "bound":
+        return f"bound argument {rest} {verb}" if rest != "self" else f"bound object {verb}"
+    if kind in ("default", "closure"):
+        return f"{'closure variable' if kind == 'closure' else 'default'} {rest} {verb}"
+    if kind == "body":
+        return f"its code {verb}"
+    if kind == "python":
+        return f"Python version {verb}"
+    return f"{label} {verb}"
 
 
 def describe_change(old: Mapping[str, str] | None, new: CodeDigest) -> str:
-    """Words for what changed."""
-    return "cache key changed" if old is None else "its code changed"
+    """Words for ``--dry-run`` naming what differs between stored parts and ``new``.
+
+    Args:
+        old: the :attr:`CodeDigest.parts` stored with a checkpoint, or ``None`` when the
+            checkpoint has none (written by an older asyncflow).
+        new: the digest of the task now.
+
+    Returns:
+        ``"cache key changed"`` when ``old`` is ``None``; ``"code unchanged"`` when the
+        parts are equal; else phrases joined by ``"; "``, most specific first (helpers,
+        classes, constants, bound arguments, defaults, closure variables, the body),
+        e.g. ``"helper scale() changed (pipelines/prices.py); constant RATE changed"``.
+        Parts only in ``new`` read ``"... added"``, parts only in ``old`` ``"... removed"``.
+    """
+    if old is None:
+        return "cache key changed"
+    changes: list[tuple[int, str, str]] = []
+    for label in set(old) | set(new.parts):
+        before, after = old.get(label), new.parts.get(label)
+        if before == after:
+            continue
+        verb = "added" if before is None else "removed" if after is None else "changed"
+        kind = label.partition(" ")[0]
+        rank = _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
+        changes.append((rank, label, _phrase(label, verb)))
+    return "; ".join(phrase for _, _, phrase in sorted(changes)) or "code unchanged"
 
 
 def warn_left_out(task: str, digest: CodeDigest) -> None:
-    """Warn about values left out."""
+    """Log, once per task name per process, which of ``task``'s values its key leaves out.
+
+    A loguru warning (``logger.warning``) from ``asyncflow._digest``, so it is silent
+    unless the application enabled ``"asyncflow"`` logging; nothing happens when
+    ``digest.left_out`` is empty. Never raises.
+    """
+    if not digest.left_out or task in _warned:
+        return
+    _warned.add(task)
+    logger.warning(
+        "task {task!r}: {values} cannot be hashed stably, so it is left out of the cache key and "
+        "a change to it will not re-run the task; pass cache_key_fn= to make it part of the key",
+        task=task,
+        values=", ".join(digest.left_out),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -62,6 +63,29 @@ class TaskOptions(TypedDict, total=False):
     executor: Literal["local"] | None
     outputs: Iterable[str]
     serializer: str | Serializer | None
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _retry_policy(
+    retries: int,
+    delay: float,
+    backoff: float,
+    max_delay: float,
+    jitter: float,
+    retry_on: tuple[type[Exception], ...],
+) -> RetryPolicy:
+    """One shared (immutable) :class:`RetryPolicy` per set of options, so a 10,000-task
+    fan-out holds one instead of 10,000. Raises ``ValueError`` like the class does."""
+    return RetryPolicy(
+        retries=retries, delay=delay, backoff=backoff, max_delay=max_delay, jitter=jitter, retry_on=retry_on
+    )
+
+
+def _one_or_many(value: Any) -> tuple[Any, ...]:
+    """A lone string means one item, not its characters: ``tags="db"`` is ``("db",)``."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 class Pipeline:
@@ -188,21 +212,10 @@ class Pipeline:
             ValueError: a retry option is out of range (see :class:`~asyncflow.RetryPolicy`).
         """
         retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-        policy = RetryPolicy(
-            retries=retries,
-            delay=retry_delay,
-            backoff=backoff,
-            max_delay=max_delay,
-            jitter=jitter,
-            retry_on=retry_types,
-        )
-
-        def one_or_many(value: Any) -> tuple[Any, ...]:
-            # A lone string means one item, not its characters: tags="db" is ("db",).
-            return (value,) if isinstance(value, str) else tuple(value)
+        policy = _retry_policy(retries, retry_delay, backoff, max_delay, jitter, retry_types)
 
         def register(f: F) -> F:
-            after_names = tuple(self._name_of(a) for a in one_or_many(after))
+            after_names = tuple(self._name_of(a) for a in _one_or_many(after)) if after else ()
             task = make_task(
                 f,
                 name=name,
@@ -212,9 +225,9 @@ class Pipeline:
                 timeout=timeout,
                 checkpoint=checkpoint,
                 cache_key_fn=cache_key_fn,
-                tags=one_or_many(tags),
+                tags=_one_or_many(tags),
                 executor=executor,
-                outputs=one_or_many(outputs),
+                outputs=_one_or_many(outputs),
                 serializer=serializer,
             )
             if task.name in self._tasks:

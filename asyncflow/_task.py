@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import types
 import unicodedata
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,10 +107,82 @@ def missing_outputs(task: Task, workdir: Path, params: Mapping[str, Any]) -> lis
     return missing
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn)
+_REJECTED_KINDS = frozenset(
+    {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY}
+)
+_NO_INPUTS: Mapping[str, str | tuple[str, ...]] = types.MappingProxyType({})
+"""Shared by every task without ``inputs`` (most of them), so a big fan-out holds no empty dicts."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Analysis:
+    """What :func:`make_task` reads from a callable, the same for every task made from it.
+
+    ``parameters``, ``wants_params``, ``wants_context``, ``is_async``, ``description``: as
+    in :class:`Task` (shared by all its tasks, so a fan-out holds one copy); ``rejected``:
+    the first ``*args``, ``**kwargs`` or positional-only parameter, or ``None``.
+    """
+
+    parameters: tuple[tuple[str, bool], ...]
+    wants_params: bool
+    wants_context: bool
+    rejected: str | None
+    is_async: bool
+    description: str
+
+
+_analyses: dict[int, tuple[weakref.ref[Any], dict[Any, _Analysis]]] = {}
+"""``{id(function): (weak reference to it, {how a partial binds it: analysis})}``; ``how`` is
+``None`` for the function itself, else ``(number of positional arguments, keyword names)``.
+An entry goes with its function (a ``WeakKeyDictionary`` costs a weak reference per look-up)."""
+
+
+def _analyse(fn: Callable[..., Any], task_name: str) -> _Analysis:
+    """The :class:`_Analysis` of ``fn``, cached per function and way of binding it.
+
+    ``inspect.signature`` dominated building a pipeline (once per task); a 10,000-task
+    ``partial`` fan-out of one function now calls it once.
+
+    Raises:
+        PipelineDefinitionError: the signature cannot be read.
+    """
+    base: Any = fn
+    how: Any = None
+    if type(fn) is functools.partial:
+        base, how = fn.func, (len(fn.args), tuple(fn.keywords))
+    cacheable = type(base) is types.FunctionType
+    if cacheable:
+        entry = _analyses.get(id(base))
+        if entry is not None and entry[0]() is base and how in entry[1]:
+            return entry[1][how]
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise PipelineDefinitionError(f"task {task_name!r}: cannot read its signature") from exc
+    documented = fn
+    while isinstance(documented, functools.partial):  # not partial's own docstring
+        documented = documented.func
+    doc = inspect.getdoc(documented) or ""
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    params = signature.parameters.values()
+    ordinary = tuple((p.name, p.default is not p.empty) for p in params if p.name not in RESERVED_PARAMETERS)
+    analysis = _Analysis(
+        parameters=ordinary,
+        wants_params="params" in signature.parameters,
+        wants_context="context" in signature.parameters,
+        rejected=next((p.name for p in params if p.kind in _REJECTED_KINDS), None),
+        is_async=inspect.iscoroutinefunction(inner),
+        description=doc.splitlines()[0] if doc else "",
+    )
+    if cacheable:
+        entry = _analyses.get(id(base))
+        if entry is None or entry[0]() is not base:
+            key = id(base)
+            entry = _analyses[key] = (weakref.ref(base, lambda _: _analyses.pop(key, None)), {})
+        entry[1][how] = analysis
+    return analysis
 
 
 def make_task(
@@ -155,25 +229,13 @@ def make_task(
             "run's " + ("parameters" if task_name == "params" else "context") + ", so no task could "
             "depend on this one; pass name='...'"
         )
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise PipelineDefinitionError(f"task {task_name!r}: cannot read its signature") from exc
-
-    parameters: list[tuple[str, bool]] = []
-    wants_params = wants_context = False
-    for param in signature.parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
-            raise PipelineDefinitionError(
-                f"task {task_name!r}: parameter {param.name!r} must be an ordinary named "
-                "parameter (no *args, **kwargs or positional-only parameters)"
-            )
-        if param.name == "params":
-            wants_params = True
-        elif param.name == "context":
-            wants_context = True
-        else:
-            parameters.append((param.name, param.default is not param.empty))
+    analysis = _analyse(fn, task_name)
+    if analysis.rejected is not None:
+        raise PipelineDefinitionError(
+            f"task {task_name!r}: parameter {analysis.rejected!r} must be an ordinary named "
+            "parameter (no *args, **kwargs or positional-only parameters)"
+        )
+    parameters = analysis.parameters
 
     mapping: dict[str, str | tuple[str, ...]] = {}
     for param_name, source in (inputs or {}).items():
@@ -186,7 +248,7 @@ def make_task(
                 f"task {task_name!r}: inputs[{param_name!r}] must be a task name or a list of "
                 f"task names, not {source!r}"
             )
-    declared = {p for p, _ in parameters}
+    declared = {p for p, _ in parameters} if mapping else set()
     for param_name in mapping:
         if param_name not in declared:
             raise PipelineDefinitionError(
@@ -204,28 +266,26 @@ def make_task(
             f"(follow the run's executor), not {executor!r}"
         )
     try:
-        chosen = resolve_serializer(serializer, where=f"task {task_name!r}")
+        chosen = (
+            resolve_serializer(serializer, where=f"task {task_name!r}") if serializer is not None else None
+        )
     except ValueError as exc:
         raise PipelineDefinitionError(str(exc)) from None
-    documented = fn
-    while isinstance(documented, functools.partial):  # not partial's own docstring
-        documented = documented.func
-    doc = inspect.getdoc(documented) or ""
     return Task(
         name=task_name,
         fn=fn,
-        is_async=_is_async(fn),
-        parameters=tuple(parameters),
-        inputs=mapping,
+        is_async=analysis.is_async,
+        parameters=parameters,
+        inputs=mapping or _NO_INPUTS,
         after=after,
-        wants_params=wants_params,
-        wants_context=wants_context,
+        wants_params=analysis.wants_params,
+        wants_context=analysis.wants_context,
         retry=retry,
         timeout=timeout,
         checkpoint=checkpoint,
         cache_key_fn=cache_key_fn,
         tags=tags,
-        description=doc.splitlines()[0] if doc else "",
+        description=analysis.description,
         executor=executor,
         outputs=tuple(outputs),
         serializer=chosen,

@@ -497,3 +497,64 @@ def test_a_lone_string_is_one_tag_one_output_and_one_upstream_task() -> None:
 
     task = p.tasks["sink"]
     assert (task.tags, task.outputs, task.after) == (("db",), ("{workdir}/x.txt",), ("source",))
+
+
+# -- building cost: what is per function is computed once ---------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_topological_order_is_graphlibs_node_for_node(seed: int) -> None:
+    """The list-based order equals graphlib's static_order, forward references included."""
+    import graphlib
+    import random
+
+    from asyncflow._graph import _static_order
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 60)
+    rank = list(range(n))
+    rng.shuffle(rank)  # a hidden topological rank: upstream nodes have smaller ranks
+    upstream = [
+        tuple(dict.fromkeys(u for u in rng.sample(range(n), rng.randint(0, min(4, n))) if rank[u] < rank[i]))
+        for i in range(n)
+    ]
+    downstream: list[list[int]] = [[] for _ in range(n)]
+    for i, ups in enumerate(upstream):
+        for u in ups:
+            downstream[u].append(i)
+    sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+    for i, ups in enumerate(upstream):
+        sorter.add(i, *ups)
+    assert _static_order(upstream, downstream) == tuple(sorter.static_order())
+
+
+def test_a_partial_fan_out_reads_the_signature_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import inspect
+
+    calls: list[object] = []
+    real = inspect.signature
+
+    def counting(fn: object, *args: object, **kwargs: object) -> inspect.Signature:
+        calls.append(fn)
+        return real(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inspect, "signature", counting)
+
+    def fit(ticker: str, window: int, params: dict[str, object]) -> str:
+        """Fit one ticker."""
+        return ticker
+
+    p = Pipeline("p")
+    for t in ("A", "B", "C"):
+        p.task(functools.partial(fit, ticker=t, window=3), name=f"fit_{t}")
+    p.task(functools.partial(fit, window=5), name="fit_all", inputs={"ticker": "fit_A"})
+    tasks = p.tasks
+    assert len(calls) == 2  # once for the three that bind ticker and window, once for fit_all
+    assert tasks["fit_all"].parameters == (("ticker", False), ("window", True))
+    assert tasks["fit_A"].parameters == (("ticker", True), ("window", True))
+    assert tasks["fit_A"].parameters is tasks["fit_C"].parameters
+    assert tasks["fit_A"].wants_params and tasks["fit_A"].description == "Fit one ticker."
+    p.task(functools.partial(fit, "X"), name="fit_X")  # bound positionally: read again
+    assert len(calls) == 3
+    assert p.tasks["fit_X"].parameters == (("window", False),)
