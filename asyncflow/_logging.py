@@ -39,6 +39,41 @@ CONSOLE_FORMAT = (
 FILE_FORMAT = "{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} run={extra[run_id]} task={extra[task]} {message}"
 
 
+_LEVELS: dict[type[Event], int] = {
+    TaskStarted: 10,
+    TaskSucceeded: 20,
+    TaskCached: 20,
+    RunStarted: 20,
+    RunFinished: 20,
+    AttemptFailed: 30,
+    TaskSkipped: 30,
+    TaskCancelled: 30,
+    TaskFailed: 40,
+}
+"""The lowest loguru level each event may be logged at (DEBUG 10, INFO 20, WARNING 30, ERROR 40)."""
+
+
+def _wanted(level: int) -> bool:
+    """Whether a record of ``level`` from asyncflow would reach any loguru sink.
+
+    Asks loguru's core the three questions its own ``_log`` asks (is there a handler, is
+    the level at or above the lowest handler's, is ``asyncflow`` enabled), so that a run
+    with logging disabled (the library default) or with no DEBUG sink pays nothing per
+    event. Should loguru's internals change, it answers ``True`` and loguru decides.
+    """
+    try:
+        core = logger._core  # type: ignore[attr-defined]
+        if not core.handlers or level < core.min_level:
+            return False
+        enabled = core.enabled.get(__name__)
+        if enabled is None:
+            dotted = __name__ + "."
+            enabled = next((on for prefix, on in core.activation_list if dotted.startswith(prefix)), True)
+        return bool(enabled)
+    except AttributeError:  # pragma: no cover - another loguru
+        return True
+
+
 class LogListener:
     """An event listener that logs each event through loguru (module ``asyncflow``).
 
@@ -46,6 +81,13 @@ class LogListener:
     attempts that will be retried WARNING; task failures ERROR (with the traceback);
     skips and cancellations WARNING; the run's end INFO when ok, else ERROR.
     """
+
+    @staticmethod
+    def wanted() -> bool:
+        """Whether any event of a run would be logged now: asyncflow is enabled in loguru
+        and some sink takes ERROR records. When not, a run adds no log listener at all,
+        so no event is even built (the embedded default costs nothing)."""
+        return _wanted(40)
 
     def __call__(self, event: Event) -> None:
         """Log ``event``; a loguru sink that raises (``catch=False``) drops the line, never
@@ -56,6 +98,8 @@ class LogListener:
             sink_failed(exc)
 
     def _log(self, event: Event) -> None:
+        if not _wanted(_LEVELS.get(type(event), 40)):
+            return  # no sink would keep the line: build nothing (the default when embedded)
         task = getattr(event, "task", "-")
         log = logger.bind(run_id=event.run_id, task=task)
         if isinstance(event, TaskStarted):

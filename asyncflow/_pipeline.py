@@ -13,6 +13,7 @@ import anyio
 
 from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
 from ._events import Listener
+from ._execute import execute
 from ._executors import Executor, resolve_executor
 from ._graph import Graph, build_graph
 from ._lock import LOCK_MODES, LockMode, WorkdirLock
@@ -20,7 +21,7 @@ from ._logging import LogListener
 from ._records import RunRecorder, save_after_run
 from ._result import RunResult
 from ._retry import RetryPolicy
-from ._runner import execute, new_run_id
+from ._runner import new_run_id
 from ._serializers import JSON, Serializer, resolve_serializer
 from ._store import CheckpointStore, FileStore, file_stem
 from ._stream import EventStream
@@ -320,7 +321,8 @@ class Pipeline:
             fail_fast: cancel the rest of the run at the first failed task.
             listeners: callables receiving every :class:`~asyncflow.Event`, in order.
             log: also log events through loguru (silent unless the application enabled
-                ``"asyncflow"`` logging).
+                ``"asyncflow"`` logging and added a sink; decided as the run starts, and
+                when nothing would be logged the run builds no log records at all).
             checkpoints: ``False`` to neither read nor write checkpoints (results stay
                 in memory, as returned).
             store: a :class:`~asyncflow.CheckpointStore` to use instead of the files
@@ -408,7 +410,8 @@ class Pipeline:
                     root, mode=lock, run_id=run_id, pipeline=self.name, cleanup=(store.directory,)
                 )
                 await held.acquire()
-            all_listeners: list[Listener] = [*listeners, LogListener()] if log else list(listeners)
+            logs = log and LogListener.wanted()  # decided once, as the run starts
+            all_listeners: list[Listener] = [*listeners, LogListener()] if logs else list(listeners)
             recorder = record if isinstance(record, RunRecorder) else RunRecorder() if record else None
             if recorder is not None:
                 all_listeners.append(recorder)

@@ -149,7 +149,7 @@ async def make_plan(
 ) -> Plan:
     """Plan a run of ``graph`` with ``params``; reads checkpoints, runs nothing.
 
-    The arguments mean what they mean for :func:`asyncflow._runner.execute`
+    The arguments mean what they mean for :func:`asyncflow._execute.execute`
     (``selected`` is ``Pipeline.run``'s ``only``). ``cache_key_fn`` functions are called,
     as the run would call them. ``workdir`` (the run's, resolved) is where tasks'
     ``outputs`` are looked for; without it they are not checked.

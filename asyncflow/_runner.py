@@ -43,16 +43,20 @@ group instead, and every unfinished task ends CANCELLED. A task that raises
 ``KeyboardInterrupt`` fails and cancels the run the same way, and the run then re-raises
 that ``KeyboardInterrupt`` (noting the task) to its caller, on both backends.
 
-Checkpoints. When the run has a store, each task's cache key is computed when it becomes
-ready (see :mod:`asyncflow._cache`); a checkpointed task whose stored key matches is
-CACHED without running, and a succeeded task's result is saved (and what downstream tasks
-receive is the saved JSON value).
+Checkpoints. When the run has a store, a checkpointed task's key is computed when it
+becomes ready (see :mod:`asyncflow._cache`: code, the parameters it read last time, its
+``cache_key_fn`` value and its upstream tasks' *result digests*); a task whose stored key
+matches is CACHED without running (:mod:`asyncflow._checkpointing`). A task declared
+``checkpoint=False`` computes no key at all; its result is hashed by value only when a
+task below it needs the digest. A succeeded task's result is saved and what downstream
+tasks receive is what the serializer loads back. With a store that stages (the
+:class:`~asyncflow.FileStore`), saving is a group commit: the task's journal line is
+queued, its worker moves on, and one committer task per run makes each batch durable
+with one fsync and only then reports its tasks SUCCEEDED and readies their downstream.
 
-State. Per task, in lists indexed by node number: ``remaining`` (unfinished upstream
-count), ``states``, ``results``, ``keys``, ``attempts``, ``started``/``finished``
-(event-loop clock), ``errors`` and ``reasons``. Plus the ready deque, the number of
-tasks ``running``, the workers ``pending`` (started but not yet running) and those
-``yielding`` voluntarily.
+State. The per-task columns and the outcomes are :class:`asyncflow._outcomes.RunState`'s;
+this class adds the number of tasks ``running``, the workers ``pending`` (started but
+not yet running) and those ``yielding`` voluntarily.
 
 Events go to the listeners synchronously; with no listener no event object is built.
 """
@@ -60,52 +64,38 @@ Events go to the listeners synchronously; with no listener no event object is bu
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
-import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from loguru import logger
 
 from ._attempt import call_task, run_attempt
 from ._cache import CacheKey, KeyBase, TrackedParams, base_key, finish_key, result_digest, volatile_key
-from ._checkpointing import Stager, lookup, recorded_reads, save, stage, write_failed
+from ._checkpointing import lookup, recorded_reads, save, stage, write_failed
 from ._context import RunContext, log_safely, task_logger
 from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
-    MissingCheckpointError,
     TaskPicklingError,
 )
 from ._events import (
     AttemptFailed,
-    Event,
-    Listener,
-    RunFinished,
     RunStarted,
-    TaskCached,
-    TaskCancelled,
-    TaskFailed,
-    TaskSkipped,
     TaskStarted,
     TaskState,
-    TaskSucceeded,
 )
-from ._executors import Executor, LocalExecutor, Submit, WorkerThreads, default_threads
-from ._graph import Graph, Node
-from ._result import RunResult, TaskRuns
-from ._serializers import JSON, Serializer
-from ._store import Checkpoint, CheckpointStore
+from ._executors import Submit
+from ._graph import Node
+from ._outcomes import RunState
+from ._result import RunResult
+from ._serializers import Serializer
+from ._store import Checkpoint
 from ._task import missing_outputs
-from ._watchdog import watch_loop
 
-__all__ = ["execute", "new_run_id"]
+__all__ = ["Run", "new_run_id"]
 
 PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
 _YIELD_EVERY = 256
@@ -131,104 +121,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-class _Pool:
-    """A concurrency limit shared by the tasks with one tag: slots in use and parked tasks."""
-
-    __slots__ = ("limit", "running", "waiting")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running = 0
-        self.waiting: deque[int] = deque()
-
-
-class _Run:
-    def __init__(
-        self,
-        graph: Graph,
-        *,
-        pipeline: str,
-        params: Mapping[str, Any],
-        workdir: Path,
-        store: CheckpointStore | None,
-        force: bool,
-        max_concurrency: int | None,
-        fail_fast: bool,
-        listeners: Sequence[Listener],
-        run_id: str,
-        rng: random.Random,
-        preloaded: Mapping[int, Checkpoint],
-        pools: Mapping[str, int],
-        serializer: Serializer,
-        threads: WorkerThreads,
-    ) -> None:
-        n = len(graph.nodes)
-        self.graph = graph
-        self.nodes = graph.nodes
-        self.pipeline = pipeline
-        self.params = params
-        self.workdir = workdir
-        self.store = store
-        self.force = force
-        self.limit = max_concurrency if max_concurrency is not None else sys.maxsize
-        self.fail_fast = fail_fast
-        self.listeners = list(listeners)
-        self.run_id = run_id
-        self.rng = rng
-        self.preloaded = preloaded
-        self.pools = {tag: _Pool(limit) for tag, limit in pools.items()}
-        self.pool_tags: list[tuple[str, ...]] = (
-            [tuple(t for t in node.task.tags if t in pools) for node in graph.nodes] if pools else []
-        )
-        self.remaining = [len(node.upstream) for node in graph.nodes]
-        self.states = [PENDING] * n
-        self.results: list[Any] = [None] * n
-        self.keys: list[str | None] = [None] * n
-        self.digests: list[str | None] = [None] * n  # result digests, for downstream keys
-        self.sizes: list[int | None] = [None] * n  # serialized result sizes, in bytes
-        self.serializer = serializer
-        # Group commit (a store with stage/commit, such as FileStore): checkpoints staged
-        # by finished tasks, (node, checkpoint, key), waiting for the next commit.
-        self.stager: Stager | None = store if isinstance(store, Stager) else None
-        self.staged: list[tuple[int, Checkpoint, CacheKey]] = []
-        self.committing = False
-        self.attempts = [0] * n
-        self.started: list[float | None] = [None] * n
-        self.finished: list[float | None] = [None] * n
-        self.errors: list[BaseException | None] = [None] * n
-        # Where each plain def task runs, once an executor is placed (see place()); until
-        # then none: every plain def task runs in a worker thread, at no cost per task.
-        self.threads = threads
-        self.thread_submit = threads.submit
-        self.submits: list[Submit] | None = None
-        self.reasons: list[str | None] = [None] * n
-        self.ready: deque[int] = deque()
-        self.running = 0
-        self.pending = 0
-        self.yielding = 0
-        self.cancel_reason: str | None = None
-        self.stopped_by: KeyboardInterrupt | None = None
-        self.tg: TaskGroup | None = None
-        self.now: Callable[[], float] = anyio.current_time  # the backend's own clock, bound in execute()
-
-    # -- events ---------------------------------------------------------------------------
-
-    def emit(self, event: Event) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event)
-            except Exception:
-                # A new list, so that this loop goes on over the old one undisturbed.
-                self.listeners = [other for other in self.listeners if other is not listener]
-                log_safely(
-                    logger,
-                    "ERROR",
-                    "event listener {!r} raised and was disabled for run {}",
-                    listener,
-                    self.run_id,
-                    exception=True,
-                )
-
+class Run(RunState):
     # -- the run --------------------------------------------------------------------------
 
     async def execute(self) -> RunResult:
@@ -267,18 +160,6 @@ class _Run:
         if self.stopped_by is not None:
             raise self.stopped_by
         return result
-
-    def emit_finished(self, result: RunResult) -> None:
-        self.emit(
-            RunFinished(
-                run_id=self.run_id,
-                time=self.now(),
-                pipeline=self.pipeline,
-                ok=result.ok,
-                duration=result.duration,
-                counts=result.counts,
-            )
-        )
 
     async def worker(self, probe: bool = True) -> None:
         self.pending -= 1
@@ -345,43 +226,6 @@ class _Run:
             pool.running -= 1
             if pool.waiting:
                 self.ready.appendleft(pool.waiting.popleft())
-
-    def finish_unfinished(self, reason: str) -> None:
-        t = self.now()
-        for i, state in enumerate(self.states):
-            if state is PENDING or state is RUNNING:
-                self.states[i] = TaskState.CANCELLED
-                self.reasons[i] = reason
-                if self.started[i] is not None:
-                    self.finished[i] = t
-                if self.listeners:
-                    self.emit(
-                        TaskCancelled(run_id=self.run_id, time=t, task=self.nodes[i].name, reason=reason)
-                    )
-
-    def build_result(self, mono0: float, wall0: float, mono1: float) -> RunResult:
-        tasks = TaskRuns(
-            index=self.graph.index,
-            states=self.states,
-            attempts=self.attempts,
-            started=self.started,
-            finished=self.finished,
-            errors=self.errors,
-            results=self.results,
-            keys=self.keys,
-            reasons=self.reasons,
-            offset=wall0 - mono0,
-            sizes=self.sizes,
-        )
-        return RunResult(
-            run_id=self.run_id,
-            pipeline=self.pipeline,
-            params=dict(self.params),
-            started_at=wall0,
-            finished_at=wall0 + (mono1 - mono0),
-            duration=mono1 - mono0,
-            tasks=tasks,
-        )
 
     # -- one task -------------------------------------------------------------------------
 
@@ -525,22 +369,6 @@ class _Run:
         finally:
             self.committing = False
 
-    def cached(self, i: int, checkpoint: Checkpoint) -> None:
-        """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""
-        self.keys[i] = checkpoint.cache_key
-        self.digests[i] = checkpoint.digest
-        self.sizes[i] = checkpoint.size
-        if self.listeners:
-            self.emit(
-                TaskCached(
-                    run_id=self.run_id,
-                    time=self.now(),
-                    task=self.nodes[i].name,
-                    cache_key=checkpoint.cache_key,
-                )
-            )
-        self.succeed(i, checkpoint.result, TaskState.CACHED)
-
     async def warn_if_stale(self, node: Node, checkpoint: Checkpoint) -> None:
         """Warn when a checkpoint loaded for a partial run no longer matches its task."""
         try:
@@ -597,199 +425,3 @@ class _Run:
             params=params if params is not None else dict(self.params),
             logger=task_logger(self.run_id, task),
         )
-
-    # -- outcomes -------------------------------------------------------------------------
-
-    def succeed(self, i: int, result: Any, state: TaskState) -> None:
-        t = self.now()
-        self.results[i] = result
-        self.states[i] = state
-        self.finished[i] = t
-        if state is TaskState.SUCCEEDED and self.listeners:
-            start = self.started[i]
-            assert start is not None
-            self.emit(
-                TaskSucceeded(
-                    run_id=self.run_id,
-                    time=t,
-                    task=self.nodes[i].name,
-                    attempt=self.attempts[i],
-                    duration=t - start,
-                )
-            )
-        remaining, states, ready = self.remaining, self.states, self.ready
-        for d in self.nodes[i].downstream:
-            remaining[d] -= 1
-            if remaining[d] == 0 and states[d] is PENDING:
-                ready.append(d)
-
-    def stop(self, i: int, error: KeyboardInterrupt) -> None:
-        """Task ``i`` raised ``KeyboardInterrupt``: it fails, the run is cancelled, and
-        :meth:`execute` re-raises ``error`` (with a note naming the task) once every task
-        has ended, on asyncio as on trio (asyncio would let it escape the event loop)."""
-        name = self.nodes[i].name
-        error.add_note(f"raised by asyncflow task {name!r} of pipeline {self.pipeline!r}")
-        self.fail(i, error)
-        if self.stopped_by is None:
-            self.stopped_by = error
-        if self.cancel_reason is None or self.cancel_reason.startswith("fail_fast"):
-            self.cancel_reason = f"task {name!r} raised KeyboardInterrupt"
-            assert self.tg is not None
-            self.tg.cancel_scope.cancel()
-
-    def fail(self, i: int, error: BaseException) -> None:
-        t = self.now()
-        nodes = self.nodes
-        self.states[i] = TaskState.FAILED
-        self.errors[i] = error
-        self.finished[i] = t
-        if self.listeners:
-            start = self.started[i]
-            assert start is not None
-            self.emit(
-                TaskFailed(
-                    run_id=self.run_id,
-                    time=t,
-                    task=nodes[i].name,
-                    attempts=self.attempts[i],
-                    error=error,
-                    duration=t - start,
-                )
-            )
-        stack = [(d, i) for d in reversed(nodes[i].downstream)]
-        while stack:
-            d, cause = stack.pop()
-            if self.states[d] is not PENDING:
-                continue
-            verb = "failed" if self.states[cause] is TaskState.FAILED else "was skipped"
-            reason = f"upstream task {nodes[cause].name!r} {verb}"
-            self.states[d] = TaskState.SKIPPED
-            self.reasons[d] = reason
-            if self.listeners:
-                self.emit(
-                    TaskSkipped(
-                        run_id=self.run_id,
-                        time=t,
-                        task=nodes[d].name,
-                        upstream=nodes[cause].name,
-                        reason=reason,
-                    )
-                )
-            stack.extend((dd, d) for dd in reversed(nodes[d].downstream))
-        if self.fail_fast and self.cancel_reason is None:
-            self.cancel_reason = f"fail_fast: task {nodes[i].name!r} failed"
-            assert self.tg is not None
-            self.tg.cancel_scope.cancel()
-
-
-async def execute(
-    graph: Graph,
-    *,
-    pipeline: str,
-    params: Mapping[str, Any],
-    workdir: Path,
-    store: CheckpointStore | None,
-    force: bool = False,
-    max_concurrency: int | None = None,
-    fail_fast: bool = False,
-    listeners: Sequence[Listener] = (),
-    run_id: str | None = None,
-    seed: int | None = None,
-    selected: Iterable[str] | None = None,
-    pools: Mapping[str, int] | None = None,
-    executor: Executor | None = None,
-    serializer: Serializer = JSON,
-    threads: int | None = None,
-    warn_blocking: float | None = None,
-) -> RunResult:
-    """Run ``graph`` once and return its :class:`RunResult`; see the module docstring.
-
-    With ``selected`` (task names), only those tasks run; the tasks upstream of them that
-    are not selected are loaded from their checkpoints whatever their cache key (with a
-    warning when it is stale), and every other task is left out of the run and its result.
-
-    ``pools`` maps a tag to the most tasks with that tag that may run at once, on top of
-    ``max_concurrency`` (like Airflow pools or Prefect tag limits).
-
-    ``executor`` runs the plain ``def`` tasks not declared ``executor="local"``; it is
-    opened before the first task starts and closed after the last one ended. ``None``: the
-    tasks run in worker threads, with nothing to open (see :mod:`asyncflow._executors`).
-
-    ``threads`` is the most worker threads the run's plain ``def`` tasks use at once, in
-    a limiter of the run's own (never anyio's shared default of 40); ``None``: see
-    :func:`~asyncflow._executors.default_threads`.
-
-    ``warn_blocking`` (seconds): warn, naming the task, when a coroutine task holds the
-    event loop longer than this (see :mod:`asyncflow._watchdog`); ``None``: no watchdog.
-
-    Raises:
-        MissingCheckpointError: ``selected`` needs upstream results that have no checkpoint
-            (or the run has no store); nothing has run.
-        UnknownDependencyError: ``selected`` names a task that does not exist.
-        ValueError: ``max_concurrency`` or ``threads`` is not a positive int, or
-            ``warn_blocking`` not a positive number of seconds.
-        ExecutorError: ``executor`` cannot be used; no task has run.
-        anyio's cancellation exception: the caller was cancelled; every running task was
-            cancelled and awaited before it propagates.
-    """
-    if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
-        raise ValueError(f"max_concurrency must be a positive int or None, not {max_concurrency!r}")
-    for tag, limit in (pools or {}).items():
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"the limit of pool {tag!r} must be a positive int, not {limit!r}")
-    if type(executor) is LocalExecutor:  # its threads are the run's own threads
-        executor = None
-    if threads is None:
-        in_threads = sum(
-            1
-            for node in graph.nodes
-            if not node.task.is_async and (executor is None or node.task.executor == "local")
-        )
-        threads = default_threads(in_threads, max_concurrency)
-    worker_threads = WorkerThreads(threads)
-    preloaded: dict[int, Checkpoint] = {}
-    if selected is not None:
-        names = list(selected)  # read twice below: an iterator must not run dry
-        graph = graph.subgraph(graph.upstream_closure(graph.indices(names)))
-        chosen = {graph.index[n] for n in names}
-        missing = []
-        for node in graph.nodes:
-            if node.index in chosen:
-                continue
-            wanted = node.task.serializer or serializer
-            checkpoint = await store.load(node.name, wanted) if store is not None else None
-            if checkpoint is None or checkpoint.serializer != wanted.name:
-                missing.append(node.name)
-            else:
-                preloaded[node.index] = checkpoint
-        if missing:
-            raise MissingCheckpointError(missing)
-    run = _Run(
-        graph,
-        pipeline=pipeline,
-        params=params,
-        workdir=workdir,
-        store=store,
-        force=force,
-        max_concurrency=max_concurrency,
-        fail_fast=fail_fast,
-        listeners=listeners,
-        run_id=run_id or new_run_id(),
-        rng=random.Random(seed),
-        preloaded=preloaded,
-        pools=pools or {},
-        serializer=serializer,
-        threads=worker_threads,
-    )
-    if warn_blocking is not None:
-        async with watch_loop(graph, warn_blocking, run.run_id):
-            return await _execute(run, executor)
-    return await _execute(run, executor)
-
-
-async def _execute(run: _Run, executor: Executor | None) -> RunResult:
-    if executor is None:
-        return await run.execute()
-    async with executor.open() as submit:
-        run.place(submit)
-        return await run.execute()
