@@ -57,6 +57,7 @@ import anyio
 
 import asyncflow
 
+from . import defaults_on, keys
 from .dags import Dag, build_pipeline, make_dag, noop, task_name
 
 Factory = Callable[[], Awaitable[Any]]
@@ -93,7 +94,7 @@ class Settings:
     seed: int = 0
     sleep_tasks: int = SLEEP_TASKS
     sleep_seconds: float = SLEEP_SECONDS
-    kinds: tuple[str, ...] = ("overhead", "sleeps", "checkpoints", "peers", "import")
+    kinds: tuple[str, ...] = ("overhead", "defaults", "keys", "sleeps", "checkpoints", "peers", "import")
     import_reps: int = 7
     from_json: Path | None = None
 
@@ -820,6 +821,17 @@ def report(results: dict[str, Any]) -> str:
             "one run above the memory in use before it.\n\n" + overhead_table(results["overhead"], backend)
             for backend in backends
         ]
+    if results.get("defaults"):
+        parts.append(
+            "## Defaults on (checkpoints, logging, cached reruns)\n\n"
+            "See benchmarks/defaults_on.py; ratios within one backend and one process.\n\n"
+            + defaults_on.table(results["defaults"])
+        )
+    if results.get("keys"):
+        parts.append(
+            "## Cache keys and building\n\n"
+            + keys.table(results["keys"]["digests"], results["keys"]["build"])
+        )
     if results["sleeps"]:
         parts += [f"## {ms:g} ms sleeps, {b}\n\n" + sleep_table(results["sleeps"], b) for b in backends]
     if results["checkpoints"]:
@@ -1019,14 +1031,28 @@ def measure(settings: Settings, argv: Sequence[str] | None) -> dict[str, Any]:
             "checkpoints": lambda: bench_checkpoints(settings, workdir),
             "peers": lambda: bench_peers(settings),
             "import": lambda: bench_import(settings),
+            "defaults": lambda: [
+                row
+                for backend in settings.backends
+                for row in defaults_on.measure(
+                    backend, 300 if settings.quick else 10_000, 1 if settings.quick else settings.reps or 3
+                )
+            ],
+            "keys": lambda: {
+                "digests": keys.measure(sizes=(50,), fanout=100) if settings.quick else keys.measure(),
+                "build": keys.measure_build(n=100, memory_n=1_000)
+                if settings.quick
+                else keys.measure_build(),
+            },
         }
         for kind in settings.kinds:
             t0 = time.perf_counter()
             results[kind] = kinds[kind]()
             stages[kind] = time.perf_counter() - t0
     results["overhead"], results["build"] = results.get("overhead", ([], []))
-    for kind in ("sleeps", "checkpoints", "peers"):
+    for kind in ("sleeps", "checkpoints", "peers", "defaults"):
         results.setdefault(kind, [])
+    results.setdefault("keys", None)
     results.setdefault("import", None)
     results["meta"]["stage_seconds"] = stages
     results["meta"]["seconds"] = time.perf_counter() - started

@@ -76,6 +76,10 @@ def test_quick_benchmark_run_writes_every_table(tmp_path: Path) -> None:
     assert results["import"]["python -c 'import asyncflow'"]["returncode"] == 0
     report = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "## No-op overhead, asyncio" in report and "## No-op overhead, trio" in report
+    rows = {(r["backend"], r["row"]) for r in results["defaults"]}
+    assert ("trio", "cold") in rows and ("asyncio", "sequential fsync loop") in rows
+    assert "### defaults on, asyncio" in report and "| cold, checkpoints on |" in report
+    assert results["keys"]["digests"] and "| code digest |" in report
     assert report in proc.stdout
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "overhead.png").stat().st_size > 0
