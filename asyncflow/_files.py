@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import anyio.to_thread
 
 __all__ = [
     "append_durably",
+    "dump_atomic",
     "dumps_json",
     "fsync_directory",
     "io_slots",
@@ -163,6 +165,47 @@ def _fsync_and_replace(tmp: Path, target: Path, sync_directory: bool) -> None:
     os.replace(tmp, target)
     if sync_directory:
         fsync_directory(target.parent)
+
+
+class _Hashing:
+    """A binary file wrapper that hashes (SHA-256) and counts what is written through it."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.hash, self.size = file, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hash.update(view)
+        self.size += view.nbytes
+        return int(self.file.write(view))
+
+
+def dump_atomic(directory: Path, stem: str, suffix: str, dump: Any, value: Any) -> tuple[str, str, int]:
+    """Write ``value`` with ``dump(value, file)`` to ``<stem><digest16><suffix>`` atomically; blocking.
+
+    The bytes go to a temporary file as ``dump`` produces them (never all in memory),
+    hashed on the way; the file is fsynced, then renamed to the name its digest gives.
+    Returns ``(file name, hex SHA-256, size in bytes)``. Runs in a worker thread.
+
+    Raises:
+        OSError: the folder is not writable or the disk is full (nothing is left behind).
+        Exception: whatever ``dump`` raises for a value it cannot write.
+    """
+    tmp = directory / f".{stem}{secrets.token_hex(4)}{_TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            out = _Hashing(f)
+            dump(value, out)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = out.hash.hexdigest()
+        name = f"{stem}{digest[:16]}{suffix}"
+        os.replace(tmp, directory / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return name, digest, out.size
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:

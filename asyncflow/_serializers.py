@@ -6,6 +6,9 @@ A serializer is any object with four members (the :class:`Serializer` protocol):
 * ``suffix``: the file suffix of its checkpoint files (``".json"``, ``".pkl"``);
 * ``dumps(value) -> bytes`` and ``loads(data: bytes) -> value``.
 
+A serializer may also have ``dump(value, file)`` and ``load(file) -> value`` (binary
+files); the file store then streams large results instead of holding their bytes.
+
 Two are built in. :data:`JSON` (the default) is asyncflow's strict JSON: plain data only,
 no NaN, so a downstream task receives the same value on a first run and on a resumed run.
 :data:`PICKLE` stores any picklable object (DataFrames, arrays, sets, datetimes,
@@ -124,6 +127,25 @@ class PickleSerializer:
             Exception: ``data`` is not a pickle (any unpickling error).
         """
         return pickle.loads(data)
+
+    def dump(self, value: Any, file: Any) -> None:
+        """Pickle ``value`` into binary ``file`` as it goes (the store's streaming path).
+
+        Raises:
+            as :meth:`dumps`.
+        """
+        try:
+            pickle.dump(value, file, protocol=pickle.HIGHEST_PROTOCOL)
+        except RecursionError:
+            raise ValueError("nested too deeply to pickle") from None
+
+    def load(self, file: Any) -> Any:
+        """Unpickle from binary ``file``.
+
+        Raises:
+            Exception: the file is not a pickle.
+        """
+        return pickle.load(file)
 
     def __repr__(self) -> str:
         return "PICKLE"

@@ -69,6 +69,7 @@ from ._checkpoint import (
 from ._errors import CheckpointReadError
 from ._files import (
     append_durably,
+    dump_atomic,
     fsync_directory,
     io_slots,
     read_bytes,
@@ -148,6 +149,8 @@ class FileStore:
         if doc["file"] != path.name:  # only the file its own name and digest give, never another
             _warn_corrupt(task, str(self.journal), ValueError(f"it names another file, {doc['file']!r}"))
             return None
+        if _streams(serializer):
+            return await self._load_streaming(task, doc, path, serializer)
         try:
             data = await self._read(path, task)
         except FileNotFoundError:
@@ -159,6 +162,34 @@ class FileStore:
             value = serializer.loads(data)
         except Exception as exc:
             self._bad.add(path.name)  # the rerun's save must replace it, same name or not
+            _warn_corrupt(task, str(path), exc)
+            return None
+        return _checkpoint(doc, value)
+
+    async def _load_streaming(
+        self, task: str, doc: dict[str, Any], path: Path, serializer: Serializer
+    ) -> Checkpoint | None:
+        size = doc.get("size")
+        try:
+            async with self._limiter_files():
+                value = await anyio.to_thread.run_sync(
+                    _load_file,
+                    path,
+                    getattr(serializer, "load"),  # noqa: B009 (optional member, see _streams)
+                    size,
+                    limiter=self._limiter(),
+                )
+        except FileNotFoundError:
+            logger.warning("checkpoint file {} of task {!r} is missing; treating it as missing", path, task)
+            return None
+        except OSError as exc:
+            if transient(exc) or not isinstance(exc, _Corrupt):
+                raise CheckpointReadError(task, str(path), exc) from exc
+            self._bad.add(path.name)
+            _warn_corrupt(task, str(path), exc)
+            return None
+        except Exception as exc:
+            self._bad.add(path.name)
             _warn_corrupt(task, str(path), exc)
             return None
         return _checkpoint(doc, value)
@@ -260,10 +291,14 @@ class FileStore:
     ) -> Checkpoint:
         """See :meth:`CheckpointStore.save`.
 
-        The result's own reference is dropped once it is serialized, so that a large
-        result is held at most twice at any moment (the object and its bytes, then the
-        bytes and the object ``loads`` makes of them), given the caller holds no other.
+        A serializer that also has ``dump(value, file)`` and ``load(file)`` (pickle does)
+        streams: the result is written to its file without a copy of its bytes in memory,
+        hashed as it is written, in one of the store's worker threads, and read back the
+        same way; a large result is then held at most twice (the task's object and the one
+        ``load`` returns). Otherwise ``dumps`` makes the bytes first.
         """
+        if _streams(serializer):
+            return await self._save_streaming(task, cache_key, result, key_parts, serializer)
         data, digest = _encode(task, result, serializer)
         del result
         with anyio.CancelScope(shield=True):  # a computed result is saved even if the run is cancelled
@@ -297,6 +332,52 @@ class FileStore:
                 dirsync = True
             del data
             await self._commit(line, doc, dirsync)
+        return _checkpoint(doc, value)
+
+    async def _save_streaming(
+        self,
+        task: str,
+        cache_key: str,
+        result: Any,
+        key_parts: Mapping[str, Any] | None,
+        serializer: Serializer,
+    ) -> Checkpoint:
+        with anyio.CancelScope(shield=True):
+            if self._docs is None:
+                await self._open()
+            if not self._made:
+                await anyio.Path(self.directory).mkdir(parents=True, exist_ok=True)
+                self._made = True
+            stem = f"{file_stem(task)}."
+            async with self._limiter_files():
+                name, digest, size = await anyio.to_thread.run_sync(
+                    dump_atomic,
+                    self.directory,
+                    stem,
+                    serializer.suffix,
+                    getattr(serializer, "dump"),  # noqa: B009 (optional member, see _streams)
+                    result,
+                    limiter=self._limiter(),
+                )
+            del result
+            saved_at = time.time()
+            head = _record(task, cache_key, key_parts, serializer.name, digest, size, saved_at)
+            doc: dict[str, Any] = {
+                "task": task, "key": cache_key, "at": saved_at, "ser": serializer.name,
+                "digest": digest, "size": size, "file": name,
+            }  # fmt: skip
+            if key_parts is not None:
+                doc["parts"] = dict(key_parts)
+            self._bad.discard(name)
+            line = head.encode() + b', "file": ' + json.dumps(name).encode() + b"}\n"
+            await self._commit(line, doc, True)
+            async with self._limiter_files():
+                value = await anyio.to_thread.run_sync(
+                    _load_file,
+                    self.directory / name,
+                    getattr(serializer, "load"),  # noqa: B009 (optional member, see _streams)
+                    limiter=self._limiter(),
+                )
         return _checkpoint(doc, value)
 
     def stage(
@@ -449,6 +530,23 @@ class FileStore:
         self._valid, self._lines, self._rewrite = len(text), len(live) + len(docs), False
         named = {doc["file"] for doc in (*live.values(), *docs) if "file" in doc}
         await anyio.to_thread.run_sync(_remove_unnamed, self.directory, named, limiter=self._limiter())
+
+
+class _Corrupt(OSError):
+    """A result file whose size is not the one its journal line records."""
+
+
+def _streams(serializer: Serializer) -> bool:
+    """Whether ``serializer`` can write to and read from a file itself (``dump``/``load``)."""
+    return callable(getattr(serializer, "dump", None)) and callable(getattr(serializer, "load", None))
+
+
+def _load_file(path: Path, load: Any, size: int | None = None) -> Any:
+    """``load(file)`` of ``path`` (blocking), after checking its size against the journal's."""
+    with open(path, "rb") as f:
+        if size is not None and os.fstat(f.fileno()).st_size != size:
+            raise _Corrupt(f"it has {os.fstat(f.fileno()).st_size} bytes, not {size}")
+        return load(f)
 
 
 def _line(doc: Mapping[str, Any]) -> bytes:

@@ -87,3 +87,14 @@ def test_quick_benchmark_run_writes_every_table(tmp_path: Path) -> None:
     again = tmp_path / "again"
     assert run.main(["--from-json", str(tmp_path / "results.json"), "--out", str(again)]) == 0
     assert (again / "results.md").read_text(encoding="utf-8") == report
+
+
+def test_large_result_benchmark_measures_both_ways_and_the_store_streams() -> None:
+    """``benchmarks.large_result`` on 2 MB: both rows, and the pickle store holds no copy of
+    the bytes (only the reloaded value: about one extra copy, never two)."""
+    from benchmarks import large_result
+
+    rows = {row["how"]: row for row in large_result.measure(mb=2, reps=1)}
+    assert set(rows) == {"pickle.dump + fsync", "FileStore.save (pickle)"}
+    assert all(row["median_s"] > 0 for row in rows.values())
+    assert rows["FileStore.save (pickle)"]["peak_copies"] < 1.9
