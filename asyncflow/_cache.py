@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._digest import CodeDigest, code_digest
+from ._digest import CodeDigest, code_digest, warn_left_out
 from ._files import dumps_json
 
 if TYPE_CHECKING:
@@ -192,8 +192,11 @@ async def base_key(
         + [(param, nodes[u].name) for param, u in node.inputs]
         + [(param, ",".join(nodes[u].name for u in group)) for param, group in node.gathers]
     )
+    code = code_digest(task.fn)
+    if code.left_out:
+        warn_left_out(task.name, code)  # once per task: which value, and cache_key_fn as the remedy
     return KeyBase(
-        code=code_digest(task.fn),
+        code=code,
         extra=_NONE_DIGEST if extra is None else _digest(extra),
         upstream=tuple(upstream),
         serializer=serializer,

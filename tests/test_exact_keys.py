@@ -198,3 +198,31 @@ def test_a_rerun_runs_exactly_what_an_edit_changed_and_matches_a_fresh_run(
         sys.dont_write_bytecode = writes
         sys.path.remove(str(folder))
         sys.modules.pop("exact_module", None)
+
+
+async def test_a_bound_value_that_cannot_be_hashed_is_named_in_one_warning(tmp_path: Path) -> None:
+    import functools
+
+    from loguru import logger
+
+    class Client:  # an object whose repr holds its address: not stable between runs
+        pass
+
+    def fetch(client: Any = None) -> int:
+        return 1
+
+    p = Pipeline("unhashable")
+    name = f"fetch_with_client_{abs(hash(tmp_path)) % 10**6}"  # warned once per process: a new name per test
+    p.task(functools.partial(fetch, client=Client()), name=name)
+    lines: list[str] = []
+    logger.enable("asyncflow")
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        await p.run(workdir=tmp_path, log=False)
+        await p.run(workdir=tmp_path, log=False)
+    finally:
+        logger.remove(sink)
+        logger.disable("asyncflow")
+    warnings = [line for line in lines if name in line]
+    assert len(warnings) == 1, lines  # once per task, not once per run
+    assert "left out of the cache key" in warnings[0] and "cache_key_fn" in warnings[0]
