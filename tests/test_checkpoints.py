@@ -25,6 +25,7 @@ from journal import journal_of, saved
 from loguru import logger
 
 import asyncflow
+import asyncflow._journal
 from asyncflow import (
     JSON,
     PICKLE,
@@ -925,10 +926,10 @@ async def test_a_failed_append_spoils_neither_the_old_checkpoint_nor_the_next_sa
         await anyio.to_thread.run_sync(append_half, path, data)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(asyncflow._store, "append_durably", disk_full_mid_write)
+    monkeypatch.setattr(asyncflow._journal, "append_durably", disk_full_mid_write)
     with pytest.raises(OSError, match="No space left on device"):
         await store.save("t", "new", "never stored")
-    monkeypatch.setattr(asyncflow._store, "append_durably", real_append)
+    monkeypatch.setattr(asyncflow._journal, "append_durably", real_append)
     await store.save("u", "k", "saved after the disk was freed")
 
     reopened = FileStore(tmp_path)

@@ -66,7 +66,7 @@ async def test_too_many_open_files_is_retried_and_never_taken_for_a_missing_chec
     import errno
 
     import asyncflow._files
-    import asyncflow._store as store_module
+    import asyncflow._journal as store_module
     from asyncflow import CheckpointError, Pipeline, TaskState
 
     ran: list[str] = []
