@@ -54,7 +54,7 @@ from ._interrupt import (
 from ._logging import add_cli_sinks, log_file_failure
 from ._pipeline import Pipeline
 from ._progress import terminal_display
-from ._records import RunRecorder, save_now
+from ._recorder import RunRecorder, save_now
 from ._render import render_summary, run_json
 from ._result import RunResult
 from ._runner import new_run_id

@@ -43,7 +43,8 @@ from loguru import logger
 
 from ._errors import TaskTimeoutError
 from ._events import Event, TaskCancelled, TaskFailed, TaskState
-from ._records import RunRecord, RunRecorder
+from ._recorder import RunRecorder
+from ._records import RunRecord
 from ._result import RunResult, TaskRun
 
 __all__ = [

@@ -18,7 +18,7 @@ from ._executors import Executor, resolve_executor
 from ._graph import Graph, build_graph
 from ._lock import LOCK_MODES, LockMode, WorkdirLock
 from ._logging import LogListener
-from ._records import RunRecorder, save_after_run
+from ._recorder import RunRecorder, save_after_run
 from ._result import RunResult
 from ._retry import RetryPolicy
 from ._runner import new_run_id

@@ -163,6 +163,11 @@ class Run(RunState):
 
     async def worker(self, probe: bool = True) -> None:
         self.pending -= 1
+        if self.stager is not None:
+            # Started by the committer for tasks its commit readied: a cancellation that
+            # arrived meanwhile (a thread task or a shielded commit deferred it) stops it
+            # here, before it starts a downstream task that may never await.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         ready = self.ready
         pool_tags = self.pool_tags
         batch = probe and not self.yielding  # every other worker is blocked in a task

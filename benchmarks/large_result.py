@@ -69,7 +69,7 @@ def measure(mb: int = 200, reps: int = 3) -> list[dict[str, Any]]:
         for rep in range(reps):
             path = Path(tmp) / f"dump{rep}.pkl"
 
-            def dump() -> None:
+            def dump(path: Path = path) -> None:
                 with open(path, "wb") as f:
                     pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
                     f.flush()
@@ -78,7 +78,7 @@ def measure(mb: int = 200, reps: int = 3) -> list[dict[str, Any]]:
             rows["pickle.dump + fsync"].append(_peak(dump))
             store = asyncflow.FileStore(Path(tmp) / f"store{rep}")
 
-            def save() -> None:
+            def save(store: asyncflow.FileStore = store) -> None:
                 anyio.run(lambda: store.save("big", "k", value, serializer=asyncflow.PICKLE))
 
             rows["FileStore.save (pickle)"].append(_peak(save))
@@ -106,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {args.mb} MB result | seconds | x pickle.dump | peak extra copies |")
     print("|---|---:|---:|---:|")
     for row in rows:
-        print(
-            f"| {row['how']} | {row['median_s']:.3f} | {row['median_s'] / base:.2f} | {row['peak_copies']:.2f} |"
-        )
+        ratio = row["median_s"] / base
+        print(f"| {row['how']} | {row['median_s']:.3f} | {ratio:.2f} | {row['peak_copies']:.2f} |")
     return 0
 
 

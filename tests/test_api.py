@@ -121,7 +121,9 @@ def test_every_exported_name_exists_and_star_import_matches() -> None:
 
 
 def test_version_matches_the_installed_distribution() -> None:
-    assert asyncflow.__version__ == importlib.metadata.version("asyncflow")
+    from asyncflow._dist import DISTRIBUTION
+
+    assert asyncflow.__version__ == importlib.metadata.version(DISTRIBUTION)
 
 
 def _attribute_docstrings() -> dict[str, str]:

@@ -15,7 +15,8 @@ from mixed_pipeline import ATTEMPTS
 from mixed_pipeline import pipeline as mixed
 
 from asyncflow._chrome_trace import PID, chrome_trace
-from asyncflow._records import RunRecord, RunRecorder
+from asyncflow._recorder import RunRecorder
+from asyncflow._records import RunRecord
 from asyncflow._store import MemoryStore
 
 MIXED = Path(__file__).with_name("mixed_pipeline.py")

@@ -145,3 +145,42 @@ async def test_a_checkpoint_line_nested_too_deeply_is_treated_as_corrupted(tmp_p
     result = await p.run(workdir=tmp_path, log=False)
     # The deep line is ignored; the line before it still stands.
     assert result.tasks["value"].state is TaskState.CACHED and result.tasks["value"].result == 3
+
+
+async def test_cancelled_while_thread_tasks_finish_no_downstream_task_starts(tmp_path: Path) -> None:
+    """Thread tasks finishing after a cancellation are committed (shielded), but the task
+    their commit readies must not start, even one that never awaits."""
+    import functools
+    import time
+
+    from asyncflow import Pipeline, TaskState
+
+    started: list[str] = []
+    p = Pipeline("commit_cancel")
+
+    def slow(i: int = 0) -> int:  # CPU-bound, like a model fit: it holds the GIL
+        end = time.perf_counter() + 0.4
+        while time.perf_counter() < end:
+            pass
+        return i
+
+    for i in range(3):
+        p.task(functools.partial(slow, i=i), name=f"slow{i}")
+
+    @p.task(inputs={"parts": ["slow0", "slow1", "slow2"]})
+    async def total(parts: list[int]) -> int:
+        started.append("total")  # no await: nothing else could stop it once started
+        return sum(parts)
+
+    for attempt in range(3):  # the race it guards against does not strike every time
+        with anyio.move_on_after(0.15):
+            await p.run(workdir=tmp_path / str(attempt), log=False)
+        assert started == []
+    tmp_path = tmp_path / "0"
+    rerun = await p.run(workdir=tmp_path, log=False)
+    assert {n: t.state for n, t in rerun.tasks.items()} == {
+        "slow0": TaskState.CACHED,
+        "slow1": TaskState.CACHED,
+        "slow2": TaskState.CACHED,
+        "total": TaskState.SUCCEEDED,
+    }

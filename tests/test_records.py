@@ -13,7 +13,8 @@ from mixed_pipeline import ATTEMPTS
 from mixed_pipeline import pipeline as mixed
 
 import asyncflow
-from asyncflow._records import AttemptState, RunRecord, RunRecorder, list_records, read_record
+from asyncflow._recorder import RunRecorder
+from asyncflow._records import AttemptState, RunRecord, list_records, read_record
 from asyncflow._store import MemoryStore
 
 E: dict[str, Any] = {"run_id": "r1"}

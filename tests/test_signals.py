@@ -24,6 +24,7 @@ from faults import (
     start,
     states,
     wait_for_file,
+    wait_until,
     write_pipeline,
 )
 
@@ -282,3 +283,53 @@ def test_a_task_raising_keyboardinterrupt_stops_the_run_alike_on_both_backends(
     for raw in ("Traceback", "ExceptionGroup", "  File "):
         assert raw not in result.stdout + result.stderr
     assert set(checkpoints(workdir)) == {"ok"}
+
+
+FAN_IN_OF_CPU_THREADS = """
+    import functools
+    import os
+    import time
+    from pathlib import Path
+
+    import asyncflow
+
+    pipeline = asyncflow.Pipeline("fan_in")
+
+
+    def crunch(i: int = 0) -> int:
+        Path(os.environ["READY_DIR"], f"c{i}").touch()
+        end = time.perf_counter() + 1.5
+        while time.perf_counter() < end:  # CPU-bound, like a model fit
+            pass
+        return i
+
+
+    for i in range(3):
+        pipeline.task(functools.partial(crunch, i=i), name=f"c{i}")
+
+
+    @pipeline.task(inputs={"parts": ["c0", "c1", "c2"]})
+    async def total(parts: list[int]) -> int:
+        return sum(parts)  # never awaits: only the runner can keep it from starting
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sigint_while_cpu_threads_finish_keeps_their_fan_in_from_starting(
+    tmp_path: Path, backend: str
+) -> None:
+    write_pipeline(tmp_path, FAN_IN_OF_CPU_THREADS)
+    for attempt in range(3):  # the race this guards against does not strike every time
+        ready = tmp_path / f"ready{attempt}"
+        ready.mkdir()
+        proc = start(
+            "flow", "--workdir", tmp_path / f"work{attempt}", "--backend", backend,
+            cwd=tmp_path, environ={"READY_DIR": str(ready)},
+        )  # fmt: skip
+        wait_until(lambda: len(list(ready.iterdir())) == 3, "the three threads to start")  # noqa: B023
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        found = states(out)
+        assert found["total"] == "cancelled", (found, err)
+        assert {found[f"c{i}"] for i in range(3)} == {"succeeded"}, (found, err)

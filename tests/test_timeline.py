@@ -14,7 +14,8 @@ from mixed_pipeline import ATTEMPTS
 from mixed_pipeline import pipeline as mixed
 
 import asyncflow
-from asyncflow._records import RunRecord, RunRecorder
+from asyncflow._recorder import RunRecorder
+from asyncflow._records import RunRecord
 from asyncflow._store import MemoryStore
 from asyncflow._timeline import critical_path, render_timeline
 
