@@ -47,12 +47,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CacheKey",
+    "DigestView",
     "KeyBase",
     "TrackedParams",
     "base_key",
+    "effect_mark",
     "file_digest",
     "finish_key",
     "result_digest",
+    "side_effect_edge",
     "volatile_key",
 ]
 
@@ -65,7 +68,9 @@ class TrackedParams(Mapping[str, Any]):
 
     Looking a name up (``params["holdout"]``, ``params.get(...)``, ``"x" in params``)
     records that name; anything that sees every parameter (iterating, ``len``,
-    ``dict(params)``, ``copy()``, pickling it for another process) records them all.
+    ``dict(params)``, ``copy()``, ``str``/``repr``/f-strings, comparing, pickling it for
+    another process) records them all. It is a read-only ``Mapping``, not a ``dict``:
+    ``json.dumps(dict(params))`` works, ``json.dumps(params)`` raises ``TypeError``.
     The names read become part of the task's cache key (see :func:`finish_key`).
     """
 
@@ -102,7 +107,8 @@ class TrackedParams(Mapping[str, Any]):
         return (dict, (self.copy(),))
 
     def __repr__(self) -> str:
-        return f"TrackedParams({self._params!r})"
+        self.read.update(self._params)  # printing them all depends on them all
+        return repr(dict(self._params))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +253,45 @@ def _digest(value: Any) -> str:
 
 
 _NONE_DIGEST = _digest(None)
+
+
+def side_effect_edge(node: Node, u: int, nodes: Sequence[Node]) -> bool:
+    """Whether ``node`` may depend on what upstream task ``u`` *did*, not what it returned.
+
+    True for an ordering-only edge (``after=``: no parameter receives ``u``'s result) and
+    for an upstream task that declares ``outputs`` (files it writes). Early cutoff does
+    not apply across such an edge: when ``u`` runs again, ``node`` runs again too, even
+    if ``u`` returned the same value (see :class:`DigestView`).
+    """
+    if nodes[u].task.outputs:
+        return True
+    return all(v != u for _, v in node.inputs) and all(u not in group for _, group in node.gathers)
+
+
+def effect_mark(cache_key: str, saved_at: float) -> str:
+    """What a downstream task folds in for an upstream task across a side-effect edge.
+
+    It names the upstream task's checkpoint (its key and when it was saved), so it changes
+    exactly when that task ran again, whatever it returned, and stays put while the task
+    is cached. A task without checkpoint gets :func:`volatile_key` instead (it always runs).
+    """
+    return hashlib.sha256(f"{cache_key}:{saved_at!r}".encode()).hexdigest()
+
+
+class DigestView(Sequence[str | None]):
+    """Result digests by node index, with some replaced for one downstream task's key."""
+
+    __slots__ = ("_base", "_over")
+
+    def __init__(self, base: Sequence[str | None], over: Mapping[int, str]) -> None:
+        self._base, self._over = base, over
+
+    def __getitem__(self, i: int) -> str | None:  # type: ignore[override]
+        over = self._over.get(i)
+        return over if over is not None else self._base[i]
+
+    def __len__(self) -> int:
+        return len(self._base)
 
 
 def result_digest(value: Any) -> str | None:

@@ -25,7 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from ._cache import CacheKey
+from ._cache import CacheKey, effect_mark
 from ._checkpointing import Stager
 from ._context import log_safely
 from ._events import (
@@ -106,6 +106,7 @@ class RunState:
         self.results: list[Any] = [None] * n
         self.keys: list[str | None] = [None] * n
         self.digests: list[str | None] = [None] * n  # result digests, for downstream keys
+        self.marks: list[str | None] = [None] * n  # see asyncflow._cache.effect_mark
         self.sizes: list[int | None] = [None] * n  # serialized result sizes, in bytes
         self.serializer = serializer
         # Group commit (a store with stage/commit, such as FileStore): checkpoints staged
@@ -203,6 +204,7 @@ class RunState:
         """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""
         self.keys[i] = checkpoint.cache_key
         self.digests[i] = checkpoint.digest
+        self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.saved_at)
         self.sizes[i] = checkpoint.size
         if self.listeners:
             self.emit(

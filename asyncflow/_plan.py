@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cache import CacheKey, base_key, finish_key
+from ._cache import CacheKey, DigestView, base_key, effect_mark, finish_key, side_effect_edge
 from ._checkpointing import recorded_reads
 from ._digest import CodeDigest, describe_change
 from ._errors import PipelineDefinitionError
@@ -186,6 +186,7 @@ class _Planner:
         self.chosen, self.workdir, self.serializer = chosen, workdir, serializer
         self.plans: list[PlannedTask | None] = [None] * len(nodes)
         self.digests: list[str | None] = [None] * len(nodes)  # known only for cached tasks
+        self.marks: list[str | None] = [None] * len(nodes)  # likewise; see effect_mark
 
     async def plan(self, i: int) -> None:
         node = self.nodes[i]
@@ -193,6 +194,16 @@ class _Planner:
         self.plans[i] = plan
         if plan.action is Action.CACHED and checkpoint is not None:
             self.digests[i] = checkpoint.digest
+            self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.saved_at)
+
+    def view(self, node: Node) -> Sequence[str | None]:
+        """The digests ``node``'s key folds in: marks across side-effect edges (as the run)."""
+        over = {
+            u: m
+            for u in node.upstream
+            if (m := self.marks[u]) is not None and side_effect_edge(node, u, self.nodes)
+        }
+        return DigestView(self.digests, over) if over else self.digests
 
     async def _plan(self, node: Node) -> tuple[PlannedTask, Checkpoint | None]:
         name, nodes, plans, store = node.name, self.nodes, self.plans, self.store
@@ -206,7 +217,7 @@ class _Planner:
             reason = "not selected: loaded from its checkpoint"
             if not failing and all(self.digests[u] is not None for u in node.upstream):
                 try:
-                    base = await base_key(node, nodes, self.digests, self.params, serializer.name)
+                    base = await base_key(node, nodes, self.view(node), self.params, serializer.name)
                 except Exception as exc:
                     reason += f" (its cache_key_fn raises {_error(exc)})"
                 else:
@@ -231,7 +242,7 @@ class _Planner:
         if not node.task.checkpoint:
             return PlannedTask(name=name, action=Action.RUN, reason="checkpoint disabled"), None
         try:
-            base = await base_key(node, nodes, self.digests, self.params, serializer.name)
+            base = await base_key(node, nodes, self.view(node), self.params, serializer.name)
         except Exception as exc:
             reason = f"its cache_key_fn raises {_error(exc)}"
             return PlannedTask(name=name, action=Action.FAIL, reason=reason), None
@@ -254,7 +265,15 @@ class _Planner:
                 return PlannedTask(
                     name=name, action=Action.RUN, reason="no checkpoint", stored_key=stored
                 ), None
-            reason = f"upstream {', '.join(unknown)} will run; cached if its result is unchanged"
+            effects = [
+                nodes[u].name
+                for u in node.upstream
+                if self.digests[u] is None and side_effect_edge(node, u, nodes)
+            ]
+            if effects:  # no early cutoff across an after= edge or below a task that writes files
+                reason = f"upstream {', '.join(effects)} will run (this task depends on what it does)"
+            else:
+                reason = f"upstream {', '.join(unknown)} will run; cached if its result is unchanged"
             return PlannedTask(name=name, action=Action.RUN, reason=reason, stored_key=stored), checkpoint
         key = finish_key(base, recorded_reads(checkpoint), self.params)
         if checkpoint is None:

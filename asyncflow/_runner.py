@@ -73,7 +73,18 @@ import anyio
 from loguru import logger
 
 from ._attempt import call_task, run_attempt
-from ._cache import CacheKey, KeyBase, TrackedParams, base_key, finish_key, result_digest, volatile_key
+from ._cache import (
+    CacheKey,
+    DigestView,
+    KeyBase,
+    TrackedParams,
+    base_key,
+    effect_mark,
+    finish_key,
+    result_digest,
+    side_effect_edge,
+    volatile_key,
+)
 from ._checkpointing import lookup, recorded_reads, save, stage, write_failed
 from ._context import RunContext, log_safely, task_logger
 from ._errors import (
@@ -343,6 +354,7 @@ class Run(RunState):
                 return
             self.keys[i] = key.key
             self.digests[i] = saved.digest
+            self.marks[i] = effect_mark(saved.cache_key, saved.saved_at)
             self.sizes[i] = saved.size
             result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
@@ -367,6 +379,7 @@ class Run(RunState):
                 for i, checkpoint, key in batch:
                     self.keys[i] = key.key
                     self.digests[i] = checkpoint.digest
+                    self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.saved_at)
                     self.sizes[i] = checkpoint.size
                     self.succeed(i, checkpoint.result, TaskState.SUCCEEDED)
                 if self.ready:
@@ -390,11 +403,18 @@ class Run(RunState):
 
     async def base_key(self, node: Node, serializer: Serializer) -> KeyBase:
         """What ``node``'s key is built from, once its upstream tasks are done."""
-        digests, results = self.digests, self.results
+        digests, results, nodes = self.digests, self.results, self.nodes
+        over: dict[int, str] | None = None
         for u in node.upstream:
             if digests[u] is None:  # not checkpointed: hash its result by value, if it can be
-                digests[u] = result_digest(results[u]) or volatile_key(self.nodes[u].name, self.run_id)
-        return await base_key(node, self.nodes, digests, self.params, serializer.name)
+                digests[u] = result_digest(results[u]) or volatile_key(nodes[u].name, self.run_id)
+            if side_effect_edge(node, u, nodes):
+                # This task may depend on what u did (files, an after= edge), not on what it
+                # returned: no early cutoff across the edge (see asyncflow._cache.effect_mark).
+                over = over or {}
+                over[u] = self.marks[u] or volatile_key(f"{nodes[u].name}:ran", self.run_id)
+        view = digests if over is None else DigestView(digests, over)
+        return await base_key(node, nodes, view, self.params, serializer.name)
 
     def outputs_missing(self, i: int) -> bool:
         """Whether an output file of task ``i`` is missing (so its checkpoint is not enough)."""

@@ -24,8 +24,9 @@ from ._serializers import Serializer, resolve_serializer
 __all__ = ["RESERVED_PARAMETERS", "Task", "make_task", "missing_outputs"]
 
 RESERVED_PARAMETERS = frozenset({"params", "context"})
-"""Parameter names a task may declare to receive the run's parameters (a read-only dict)
-or its :class:`asyncflow.RunContext`; they never name an upstream task."""
+"""Parameter names a task may declare to receive the run's parameters (a read-only mapping
+that records which it reads) or its :class:`asyncflow.RunContext`; they never name an
+upstream task."""
 
 
 @dataclass(frozen=True, slots=True)

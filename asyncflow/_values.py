@@ -8,7 +8,8 @@ Two things that :mod:`asyncflow._digest` builds on, kept here so that it stays o
   It understands ``None``, bools, ints, floats (by :meth:`float.hex`, so ``-0.0`` and
   ``0.0`` differ), complex, str, bytes, tuples, lists, dicts, sets, frozensets (and their
   subclasses, tagged with the subclass's name), enum members (by qualified name and value),
-  dataclass instances (by class and fields), compiled regular expressions, and a few stdlib
+  dataclass instances (by class and fields), instances of the user's own classes (by class
+  and attributes), compiled regular expressions, and a few stdlib
   types whose ``repr`` is their value (dates and times, ``Decimal``, ``Fraction``, paths,
   ``UUID``, ``range``). Functions and classes are handed to a callback (the code digest).
   Anything else raises :class:`Unhashable`: its ``repr`` may hold an address, or its state
@@ -135,6 +136,10 @@ def _encode(value: Any, code: Callable[[Any], str], active: set[int]) -> str:
     if dataclasses.is_dataclass(value) and _has_user_class(value):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return f"D{kind.__module__}.{kind.__qualname__}:" + _guarded(value, fields, dict, code, active)
+    if _has_user_class(value) and isinstance(getattr(value, "__dict__", None), dict):
+        # An instance of a class of the user's own code: by class and attributes, each by
+        # value (an attribute that cannot be hashed leaves the whole object out, loudly).
+        return f"O{kind.__module__}.{kind.__qualname__}:" + _guarded(value, vars(value), dict, code, active)
     raise Unhashable(value)
 
 

@@ -41,6 +41,7 @@ import io
 import itertools
 import math
 import statistics
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ pipeline = asyncflow.Pipeline(
 
 
 @pipeline.task(cache_key_fn=lambda params: asyncflow.file_digest(params["csv"]), retries=2, retry_delay=0.2)
-async def ingest(params: dict[str, Any], context: asyncflow.RunContext) -> dict[str, list[list[str]]]:
+async def ingest(params: Mapping[str, Any], context: asyncflow.RunContext) -> dict[str, list[list[str]]]:
     """Read the CSV; return ``{ticker: [[date text, price text], ...]}`` in file order."""
     text = await asyncflow.read_text(params["csv"])
     reader = csv.DictReader(io.StringIO(text))
@@ -154,7 +155,7 @@ def tune_holt(train: list[float], horizon: int) -> dict[str, Any]:
     }
 
 
-def fit(series: list[list[Any]], params: dict[str, Any], ticker: str = "") -> dict[str, Any]:
+def fit(series: list[list[Any]], params: Mapping[str, Any], ticker: str = "") -> dict[str, Any]:
     """Fit and score the three forecasters, and tune damped Holt, on one ticker's series.
 
     Returns statistics of the whole series (first/last date and price, total return in
@@ -258,7 +259,7 @@ def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
 
 
 @pipeline.task(inputs={"fits": [f"fit_{t}" for t in TICKERS]}, outputs=["{workdir}/prices_report.md"])
-async def report(fits: list[dict[str, Any]], params: dict[str, Any], context: asyncflow.RunContext) -> str:
+async def report(fits: list[dict[str, Any]], params: Mapping[str, Any], context: asyncflow.RunContext) -> str:
     """Write ``<workdir>/prices_report.md`` from every ticker's fit; return its path."""
     path = context.workdir / "prices_report.md"
     await asyncflow.write_text(path, _render(fits, params["csv"]))

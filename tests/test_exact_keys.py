@@ -202,11 +202,13 @@ def test_a_rerun_runs_exactly_what_an_edit_changed_and_matches_a_fresh_run(
 
 async def test_a_bound_value_that_cannot_be_hashed_is_named_in_one_warning(tmp_path: Path) -> None:
     import functools
+    import threading
 
     from loguru import logger
 
-    class Client:  # an object whose repr holds its address: not stable between runs
-        pass
+    class Client:  # holds a lock: no stable value to hash
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
 
     def fetch(client: Any = None) -> int:
         return 1
@@ -226,3 +228,82 @@ async def test_a_bound_value_that_cannot_be_hashed_is_named_in_one_warning(tmp_p
     warnings = [line for line in lines if name in line]
     assert len(warnings) == 1, lines  # once per task, not once per run
     assert "left out of the cache key" in warnings[0] and "cache_key_fn" in warnings[0]
+
+
+async def test_no_early_cutoff_across_an_after_edge_or_below_a_task_that_writes_files(tmp_path: Path) -> None:
+    """A task that runs again and returns the same value still re-runs the tasks that
+    depend on what it did: those ordered after it (``after=``) and those below a task that
+    declares ``outputs``."""
+    version = {"v": "1"}
+
+    def pipeline() -> Pipeline:
+        p = Pipeline("effects")
+        content = version["v"]  # closure value: part of write's key
+
+        @p.task(outputs=["{workdir}/data.txt"])
+        def write(context: Any) -> None:
+            (context.workdir / "data.txt").write_text("content v" + content)
+
+        @p.task(after=["write"])
+        def read(context: Any) -> str:
+            return str((context.workdir / "data.txt").read_text())
+
+        @p.task
+        def length(write: None, context: Any) -> int:  # data edge, but write has outputs
+            return len((context.workdir / "data.txt").read_text())
+
+        return p
+
+    first = await pipeline().run(workdir=tmp_path, log=False)
+    assert first.tasks["read"].result == "content v1"
+    version["v"] = "22"
+    plan = await make_plan_of(pipeline(), tmp_path)
+    assert plan["read"] == ("run", "upstream write will run (this task depends on what it does)")
+    second = await pipeline().run(workdir=tmp_path, log=False)
+    assert second.tasks["write"].state is TaskState.SUCCEEDED  # returned None again
+    assert second.tasks["read"].state is TaskState.SUCCEEDED and second.tasks["read"].result == "content v22"
+    assert second.tasks["length"].state is TaskState.SUCCEEDED and second.tasks["length"].result == 11
+    third = await pipeline().run(workdir=tmp_path, log=False)
+    assert set(third.by_state(TaskState.CACHED)) == {"write", "read", "length"}
+
+
+async def make_plan_of(p: Pipeline, workdir: Path) -> dict[str, tuple[str, str]]:
+    from asyncflow._pipeline import default_file_store
+    from asyncflow._plan import make_plan
+
+    plan = await make_plan(
+        p.validate(), pipeline=p.name, params={}, store=default_file_store(workdir, p.name), workdir=workdir
+    )
+    return {t.name: (t.action.value, t.reason) for t in plan.tasks}
+
+
+class Endpoint:
+    """A plain object of the user's own code, bound to a task: hashed by its attributes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+async def test_a_bound_plain_object_and_a_printed_params_are_part_of_the_key(tmp_path: Path) -> None:
+    import functools
+
+    def fetch(client: Any = None) -> str:
+        return str(client.url)
+
+    def describe(params: Any) -> str:
+        return f"{params}"  # reads every parameter, through repr
+
+    def pipeline(url: str) -> Pipeline:
+        p = Pipeline("plain", params={"a": 1, "b": 2})
+        p.task(functools.partial(fetch, client=Endpoint(url)), name="fetch")
+        p.task(describe)
+        return p
+
+    await pipeline("http://a").run(workdir=tmp_path, log=False)
+    changed = await pipeline("http://b").run(workdir=tmp_path, log=False)
+    assert changed.tasks["fetch"].state is TaskState.SUCCEEDED and changed.tasks["fetch"].result == "http://b"
+    assert changed.tasks["describe"].state is TaskState.CACHED
+    other = await pipeline("http://b").run(workdir=tmp_path, params={"b": 3}, log=False)
+    assert other.tasks["describe"].state is TaskState.SUCCEEDED
+    assert other.tasks["describe"].result == "{'a': 1, 'b': 3}"
+    assert other.tasks["fetch"].state is TaskState.CACHED  # reads no parameter
