@@ -268,14 +268,16 @@ def side_effect_edge(node: Node, u: int, nodes: Sequence[Node]) -> bool:
     return all(v != u for _, v in node.inputs) and all(u not in group for _, group in node.gathers)
 
 
-def effect_mark(cache_key: str, saved_at: float) -> str:
+def effect_mark(cache_key: str, digest: str) -> str:
     """What a downstream task folds in for an upstream task across a side-effect edge.
 
-    It names the upstream task's checkpoint (its key and when it was saved), so it changes
-    exactly when that task ran again, whatever it returned, and stays put while the task
-    is cached. A task without checkpoint gets :func:`volatile_key` instead (it always runs).
+    The upstream task's cache key with its result's digest: it changes whenever that task
+    ran with other code or inputs (so it may have done something else), whatever it
+    returned, and stays put while the task is cached or merely re-creates a deleted output
+    with the same key. A task without checkpoint gets :func:`volatile_key` instead (it
+    always runs, so what depends on what it does runs too).
     """
-    return hashlib.sha256(f"{cache_key}:{saved_at!r}".encode()).hexdigest()
+    return hashlib.sha256(f"{cache_key}:{digest}".encode()).hexdigest()
 
 
 class DigestView(Sequence[str | None]):

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workdir",
-        type=Path,
+        type=_directory,
         default=DEFAULT_WORKDIR,
         metavar="DIR",
         help=f"working directory for checkpoints, logs and outputs (default: ./{DEFAULT_WORKDIR})",
@@ -242,6 +242,17 @@ def seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
+
+
+def _directory(text: str) -> Path:
+    """``--workdir``: a non-empty path (``''`` would silently mean the current directory).
+
+    Raises:
+        argparse.ArgumentTypeError: the path is empty.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory, got an empty path")
+    return Path(text)
 
 
 def positive_int(text: str) -> int:

@@ -104,11 +104,19 @@ def _convert(raw: str, default: Any) -> Any:
     if isinstance(default, str):
         return raw
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
     except ValueError:
         if default is not None:
             raise ValueError(f"expected JSON like the default {json.dumps(default)}") from None
         return raw
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """``json.loads``'s hook for ``NaN`` and ``Infinity``: strict JSON has neither."""
+    raise ValueError(f"expected strict JSON: {name} is not a JSON value (use null or a string)")
 
 
 def choose_executor(args: argparse.Namespace) -> Executor | None:

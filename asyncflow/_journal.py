@@ -202,12 +202,24 @@ class Journal:
             else:
                 self._valid = await append_durably(self.journal, data, limiter=self._limiter())
                 self._lines += len(batch)
+            superseded = []
             for doc in docs:
+                old = self._docs.get(doc["task"])
+                if old is not None and "file" in old and old["file"] != doc.get("file"):
+                    superseded.append(old["file"])  # no line names it once this batch is durable
                 if doc.get("deleted") is True:
                     self._docs.pop(doc["task"], None)
                 else:
                     self._docs[doc["task"]] = doc
             self._durable = number
+            if superseded:
+                named = {d["file"] for d in self._docs.values() if "file" in d}
+                await anyio.to_thread.run_sync(
+                    _remove_files,
+                    self.directory,
+                    [f for f in superseded if f not in named],
+                    limiter=self._limiter(),
+                )
         except OSError as exc:
             self._failed[number] = exc
             # The batch may be half-written: cut it off, and rewrite the journal at the
@@ -247,6 +259,14 @@ def _remove_unnamed(folder: Path, named: set[str]) -> None:
     """Delete the result files in ``folder`` that no live journal line names (superseded)."""
     for name in os.listdir(folder):
         if name not in named and _RESULT_FILE.fullmatch(name):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
+
+
+def _remove_files(folder: Path, names: list[str]) -> None:
+    """Delete the named result files of ``folder`` (best effort: a leftover is harmless)."""
+    for name in names:
+        if _RESULT_FILE.fullmatch(name):
             with contextlib.suppress(OSError):
                 os.unlink(folder / name)
 

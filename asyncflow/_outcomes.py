@@ -204,7 +204,7 @@ class RunState:
         """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""
         self.keys[i] = checkpoint.cache_key
         self.digests[i] = checkpoint.digest
-        self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.saved_at)
+        self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.digest)
         self.sizes[i] = checkpoint.size
         if self.listeners:
             self.emit(

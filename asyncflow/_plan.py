@@ -194,7 +194,7 @@ class _Planner:
         self.plans[i] = plan
         if plan.action is Action.CACHED and checkpoint is not None:
             self.digests[i] = checkpoint.digest
-            self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.saved_at)
+            self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.digest)
 
     def view(self, node: Node) -> Sequence[str | None]:
         """The digests ``node``'s key folds in: marks across side-effect edges (as the run)."""

@@ -354,7 +354,7 @@ class Run(RunState):
                 return
             self.keys[i] = key.key
             self.digests[i] = saved.digest
-            self.marks[i] = effect_mark(saved.cache_key, saved.saved_at)
+            self.marks[i] = effect_mark(saved.cache_key, saved.digest)
             self.sizes[i] = saved.size
             result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
@@ -379,7 +379,7 @@ class Run(RunState):
                 for i, checkpoint, key in batch:
                     self.keys[i] = key.key
                     self.digests[i] = checkpoint.digest
-                    self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.saved_at)
+                    self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.digest)
                     self.sizes[i] = checkpoint.size
                     self.succeed(i, checkpoint.result, TaskState.SUCCEEDED)
                 if self.ready:

@@ -41,6 +41,7 @@ journal does not know yet; a task's next save supersedes them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -124,6 +125,8 @@ class FileStore(Journal):
         try:
             if len(data) != doc.get("size", len(data)):
                 raise ValueError(f"it has {len(data)} bytes, not {doc.get('size')}")
+            if hashlib.sha256(data).hexdigest() != doc["digest"]:  # checked before loads runs
+                raise ValueError("its content does not have the digest its journal line records")
             value = serializer.loads(data)
         except Exception as exc:
             self._bad.add(path.name)  # the rerun's save must replace it, same name or not
@@ -142,6 +145,7 @@ class FileStore(Journal):
                     path,
                     getattr(serializer, "load"),  # noqa: B009 (optional member, see _streams)
                     size,
+                    doc["digest"],
                     limiter=self._limiter(),
                 )
         except FileNotFoundError:
@@ -329,9 +333,17 @@ def _streams(serializer: Serializer) -> bool:
     return callable(getattr(serializer, "dump", None)) and callable(getattr(serializer, "load", None))
 
 
-def _load_file(path: Path, load: Any, size: int | None = None) -> Any:
-    """``load(file)`` of ``path`` (blocking), after checking its size against the journal's."""
+def _load_file(path: Path, load: Any, size: int | None = None, digest: str | None = None) -> Any:
+    """``load(file)`` of ``path`` (blocking), once its size and SHA-256 are the journal's.
+
+    The digest is checked *before* ``load`` runs, so a file altered after it was written
+    (by hand, by another program) is never unpickled.
+    """
     with open(path, "rb") as f:
         if size is not None and os.fstat(f.fileno()).st_size != size:
             raise _Corrupt(f"it has {os.fstat(f.fileno()).st_size} bytes, not {size}")
+        if digest is not None:
+            if hashlib.file_digest(f, "sha256").hexdigest() != digest:
+                raise _Corrupt("its content does not have the digest its journal line records")
+            f.seek(0)
         return load(f)

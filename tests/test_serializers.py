@@ -270,3 +270,34 @@ async def test_parquet_example_round_trips_a_dataframe(tmp_path: Path) -> None:
     assert second.counts == {TaskState.CACHED: 2}
     pandas.testing.assert_frame_equal(second.tasks["frame"].result, first.tasks["frame"].result)
     assert list(journal_of(tmp_path, "frames").parent.glob("frame.*.parquet"))
+
+
+async def test_a_tampered_result_file_of_the_same_size_is_never_loaded(tmp_path: Path) -> None:
+    received: list[Any] = []
+    await objects_pipeline(received).run(workdir=tmp_path, log=False)
+    folder = journal_of(tmp_path, "objects").parent
+    (path,) = folder.glob("make.*.pkl")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit, same size: only the digest can tell
+    path.write_bytes(bytes(data))
+    result = await objects_pipeline(received).run(workdir=tmp_path, log=False)
+    assert result.tasks["make"].state is TaskState.SUCCEEDED  # recomputed, not unpickled
+    assert result.tasks["make"].result["point"] == Point(1, 2.5)
+
+
+async def test_a_superseded_result_file_is_deleted_once_its_replacement_is_durable(tmp_path: Path) -> None:
+    def pipeline(n: int) -> Pipeline:
+        p = Pipeline("superseded")
+
+        @p.task(serializer="pickle")
+        async def value() -> list[int]:
+            return list(range(n))
+
+        return p
+
+    folder = journal_of(tmp_path, "superseded").parent
+    for n in (3, 4, 5):
+        await pipeline(n).run(workdir=tmp_path, log=False)
+    assert len(list(folder.glob("value.*.pkl"))) == 1  # only the live one
+    again = await pipeline(5).run(workdir=tmp_path, log=False)
+    assert again.tasks["value"].state is TaskState.CACHED and again.tasks["value"].result == [0, 1, 2, 3, 4]
