@@ -8,7 +8,7 @@ Per run, :meth:`DaskExecutor.open` connects one ``distributed.Client(asynchronou
 on the run's own asyncio event loop, to the scheduler at ``address`` or to a
 ``LocalCluster`` of worker processes that it starts for the run (and closes after it).
 Each attempt of a task is one Dask future: the call is pickled here with cloudpickle
-(see :func:`asyncflow._executors.dump_call`), submitted under a unique key named after
+(see :func:`asyncflow._pickling.dump_call`), submitted under a unique key named after
 the task (``fit_AAPL-<hex>``, so Dask's dashboard groups attempts by task) with
 ``pure=False`` and no Dask-side retries, and awaited on the event loop. The runner keeps
 the DAG: every input is sent from here and every result comes back here, is checkpointed
@@ -36,7 +36,8 @@ import anyio
 
 from ._dist import install_hint
 from ._errors import ExecutorError
-from ._executors import Submit, dump_call, load_result, remote_error, run_pickled
+from ._executors import Submit
+from ._pickling import dump_call, load_result, remote_error, run_pickled
 from ._task import Task
 
 __all__ = ["DaskExecutor"]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 
@@ -18,9 +17,9 @@ from ._executors import Executor, resolve_executor
 from ._graph import Graph, build_graph
 from ._lock import LOCK_MODES, LockMode, WorkdirLock
 from ._logging import LogListener
+from ._options import TaskOptions, one_or_many, retry_policy
 from ._recorder import RunRecorder, save_after_run
 from ._result import RunResult
-from ._retry import RetryPolicy
 from ._runner import new_run_id
 from ._serializers import JSON, Serializer, resolve_serializer
 from ._store import CheckpointStore, FileStore, file_stem
@@ -43,50 +42,6 @@ def default_file_store(workdir: Path, pipeline: str) -> FileStore:
     files are still found (``legacy=``).
     """
     return FileStore(workdir / "checkpoints" / file_stem(pipeline), legacy=workdir / "checkpoints")
-
-
-class TaskOptions(TypedDict, total=False):
-    """The keyword options of :meth:`Pipeline.task`, for type checkers (see its docstring)."""
-
-    name: str | None
-    inputs: Mapping[str, str | Sequence[str]] | None
-    after: Iterable[str | Callable[..., Any]]
-    retries: int
-    retry_delay: float
-    backoff: float
-    max_delay: float
-    jitter: float
-    retry_on: type[Exception] | tuple[type[Exception], ...]
-    timeout: float | None
-    checkpoint: bool
-    cache_key_fn: Callable[[Mapping[str, Any]], Any] | None
-    tags: Iterable[str]
-    executor: Literal["local"] | None
-    outputs: Iterable[str]
-    serializer: str | Serializer | None
-
-
-@functools.lru_cache(maxsize=256, typed=True)
-def _retry_policy(
-    retries: int,
-    delay: float,
-    backoff: float,
-    max_delay: float,
-    jitter: float,
-    retry_on: tuple[type[Exception], ...],
-) -> RetryPolicy:
-    """One shared (immutable) :class:`RetryPolicy` per set of options, so a 10,000-task
-    fan-out holds one instead of 10,000. Raises ``ValueError`` like the class does."""
-    return RetryPolicy(
-        retries=retries, delay=delay, backoff=backoff, max_delay=max_delay, jitter=jitter, retry_on=retry_on
-    )
-
-
-def _one_or_many(value: Any) -> tuple[Any, ...]:
-    """A lone string means one item, not its characters: ``tags="db"`` is ``("db",)``."""
-    if not value:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 class Pipeline:
@@ -213,10 +168,10 @@ class Pipeline:
             ValueError: a retry option is out of range (see :class:`~asyncflow.RetryPolicy`).
         """
         retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-        policy = _retry_policy(retries, retry_delay, backoff, max_delay, jitter, retry_types)
+        policy = retry_policy(retries, retry_delay, backoff, max_delay, jitter, retry_types)
 
         def register(f: F) -> F:
-            after_names = tuple(self._name_of(a) for a in _one_or_many(after)) if after else ()
+            after_names = tuple(self._name_of(a) for a in one_or_many(after)) if after else ()
             task = make_task(
                 f,
                 name=name,
@@ -226,9 +181,9 @@ class Pipeline:
                 timeout=timeout,
                 checkpoint=checkpoint,
                 cache_key_fn=cache_key_fn,
-                tags=_one_or_many(tags),
+                tags=one_or_many(tags),
                 executor=executor,
-                outputs=_one_or_many(outputs),
+                outputs=one_or_many(outputs),
                 serializer=serializer,
             )
             if task.name in self._tasks:
