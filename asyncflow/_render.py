@@ -193,11 +193,21 @@ def render_plan(plan: Plan) -> str:
     rows = [("task", "action", "reason")]
     rows += [(t.name, t.action.value, t.reason) for t in plan.tasks]
     counts: dict[Action, int] = {}
+    maybe = 0  # would run unless an upstream result comes out unchanged (early cutoff)
     for t in plan.tasks:
-        counts[t.action] = counts.get(t.action, 0) + 1
-    summary = ", ".join(f"{counts[a]} {_PLANNED[a]}" for a in Action if a in counts) or "no task"
+        if t.action is Action.RUN and t.reason.endswith(MAYBE):
+            maybe += 1
+        else:
+            counts[t.action] = counts.get(t.action, 0) + 1
+    parts = [f"{counts[a]} {_PLANNED[a]}" for a in Action if a in counts]
+    if maybe:
+        parts.append(f"{maybe} would run unless their upstream results come out unchanged")
+    summary = ", ".join(parts) or "no task"
     return f"{render_table(rows)}\n\nplan of pipeline {plan.pipeline!r}: {summary} (nothing was run)"
 
+
+MAYBE = "cached if its result is unchanged"
+"""How a planned task's reason ends when it runs only if an upstream result changes."""
 
 _PLANNED = {
     Action.RUN: "would run",
