@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 from loguru import logger
 
+from ._digest import value_digest
 from ._serializers import JSON, Serializer
 
 __all__ = ["Checkpoint", "CheckpointStore", "MemoryStore", "file_stem"]
@@ -49,6 +50,11 @@ class Checkpoint:
         digest: hex SHA-256 of the serialized result; downstream cache keys fold it in,
             so a task that runs again and returns the same bytes keeps them cached.
         size: the serialized result's size in bytes.
+        cutoff: what downstream cache keys fold in for this result (early cutoff): the
+            digest of the *value* (:func:`asyncflow._digest.value_digest`) when the
+            serializer is not JSON and the value is plain data, since such bytes need not
+            repeat (a pickled set of strings changes with each process's hash seed); else
+            ``digest``.
     """
 
     task: str
@@ -59,6 +65,11 @@ class Checkpoint:
     serializer: str = "json"
     digest: str = ""
     size: int = 0
+    cutoff: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.cutoff:
+            object.__setattr__(self, "cutoff", self.digest)
 
 
 @runtime_checkable
@@ -169,6 +180,7 @@ def _checkpoint(doc: Mapping[str, Any], result: Any) -> Checkpoint:
         serializer=doc["ser"],
         digest=doc["digest"],
         size=doc.get("size", 0) if isinstance(doc.get("size"), int) else 0,
+        cutoff=doc["cutoff"] if isinstance(doc.get("cutoff"), str) else "",
     )
 
 
@@ -254,8 +266,11 @@ class MemoryStore:
     ) -> Checkpoint:
         """See :meth:`CheckpointStore.save`."""
         data, digest = _encode(task, result, serializer)
+        cutoff = None if serializer.name == JSON.name else value_digest(result)
         del result
         head = _record(task, cache_key, key_parts, serializer.name, digest, len(data), time.time())
+        if cutoff is not None and cutoff != digest:
+            head += f', "cutoff": "{cutoff}"'
         if serializer.name == JSON.name:
             text = head + ', "result": ' + data.decode() + "}"
             self.blobs.pop(task, None)

@@ -203,8 +203,8 @@ class RunState:
     def cached(self, i: int, checkpoint: Checkpoint) -> None:
         """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""
         self.keys[i] = checkpoint.cache_key
-        self.digests[i] = checkpoint.digest
-        self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.digest)
+        self.digests[i] = checkpoint.cutoff
+        self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.cutoff)
         self.sizes[i] = checkpoint.size
         if self.listeners:
             self.emit(

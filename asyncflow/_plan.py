@@ -193,8 +193,8 @@ class _Planner:
         plan, checkpoint = await self._plan(node)
         self.plans[i] = plan
         if plan.action is Action.CACHED and checkpoint is not None:
-            self.digests[i] = checkpoint.digest
-            self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.digest)
+            self.digests[i] = checkpoint.cutoff
+            self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.cutoff)
 
     def view(self, node: Node) -> Sequence[str | None]:
         """The digests ``node``'s key folds in: marks across side-effect edges (as the run)."""

@@ -353,8 +353,8 @@ class Run(RunState):
                 self.fail(i, exc)
                 return
             self.keys[i] = key.key
-            self.digests[i] = saved.digest
-            self.marks[i] = effect_mark(saved.cache_key, saved.digest)
+            self.digests[i] = saved.cutoff
+            self.marks[i] = effect_mark(saved.cache_key, saved.cutoff)
             self.sizes[i] = saved.size
             result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
@@ -378,8 +378,8 @@ class Run(RunState):
                     continue
                 for i, checkpoint, key in batch:
                     self.keys[i] = key.key
-                    self.digests[i] = checkpoint.digest
-                    self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.digest)
+                    self.digests[i] = checkpoint.cutoff
+                    self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.cutoff)
                     self.sizes[i] = checkpoint.size
                     self.succeed(i, checkpoint.result, TaskState.SUCCEEDED)
                 if self.ready:

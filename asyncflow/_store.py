@@ -64,6 +64,7 @@ from ._checkpoint import (
     _warn_corrupt,
     file_stem,
 )
+from ._digest import value_digest
 from ._errors import CheckpointReadError
 from ._files import (
     dump_atomic,
@@ -194,10 +195,11 @@ class FileStore(Journal):
         if _streams(serializer):
             return await self._save_streaming(task, cache_key, result, key_parts, serializer)
         data, digest = _encode(task, result, serializer)
+        cutoff = _cutoff(result, serializer)
         del result
         with anyio.CancelScope(shield=True):  # a computed result is saved even if the run is cancelled
             await self._ready()
-            head, doc = _head(task, cache_key, key_parts, serializer.name, digest, len(data))
+            head, doc = _head(task, cache_key, key_parts, serializer.name, digest, len(data), cutoff)
             if serializer.name == JSON.name and len(data) <= INLINE_LIMIT:
                 line = head + b', "result": ' + data + b"}\n"
                 value = doc["result"] = serializer.loads(data)
@@ -221,6 +223,7 @@ class FileStore(Journal):
         key_parts: Mapping[str, Any] | None,
         serializer: Serializer,
     ) -> Checkpoint:
+        cutoff = _cutoff(result, serializer)
         with anyio.CancelScope(shield=True):
             await self._ready()
             stem = f"{file_stem(task)}."
@@ -235,7 +238,7 @@ class FileStore(Journal):
                     limiter=self._limiter(),
                 )
             del result
-            head, doc = _head(task, cache_key, key_parts, serializer.name, digest, size)
+            head, doc = _head(task, cache_key, key_parts, serializer.name, digest, size, cutoff)
             doc["file"] = name
             self._bad.discard(name)
             line = head + b', "file": ' + json.dumps(name).encode() + b"}\n"
@@ -311,8 +314,19 @@ class FileStore(Journal):
             await anyio.sleep(delay)
 
 
+def _cutoff(result: Any, serializer: Serializer) -> str | None:
+    """The value digest downstream keys fold in, for a serializer whose bytes need not repeat."""
+    return None if serializer.name == JSON.name else value_digest(result)
+
+
 def _head(
-    task: str, cache_key: str, key_parts: Mapping[str, Any] | None, serializer: str, digest: str, size: int
+    task: str,
+    cache_key: str,
+    key_parts: Mapping[str, Any] | None,
+    serializer: str,
+    digest: str,
+    size: int,
+    cutoff: str | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """A new checkpoint's journal-line head (see :func:`_record`) and its in-memory record."""
     saved_at = time.time()
@@ -321,7 +335,11 @@ def _head(
     }  # fmt: skip
     if key_parts is not None:
         doc["parts"] = dict(key_parts)
-    return _record(task, cache_key, key_parts, serializer, digest, size, saved_at).encode(), doc
+    head = _record(task, cache_key, key_parts, serializer, digest, size, saved_at)
+    if cutoff is not None and cutoff != digest:
+        doc["cutoff"] = cutoff
+        head += f', "cutoff": "{cutoff}"'
+    return head.encode(), doc
 
 
 class _Corrupt(OSError):
