@@ -26,7 +26,20 @@ PYTHON = hashlib.sha256(f"python {sys.version_info[0]}.{sys.version_info[1]}".en
 MISSING: Any = object()
 _PLAIN = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
 _DATA = (*_PLAIN, enum.Enum)
-"""Module globals of these types are constants, hashed by value."""
+"""Module globals of these types are constants, hashed by value (any other object is tried
+by value too, quietly: see :meth:`Walk.follow`)."""
+
+_CODE_LIKE = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    type,
+    functools.partial,
+    staticmethod,
+    classmethod,
+    property,
+)
+"""Globals that are code, followed as helpers rather than hashed as values."""
 
 
 _shapes: dict[int, tuple[weakref.KeyedRef[int, types.CodeType], str, tuple[str, ...]]] = {}
@@ -243,8 +256,26 @@ class Walk:
             if digest is not None:
                 self.witnesses.append((namespace, name, obj))
                 self.record(f"constant {where}:{name}", digest)
-        elif self.reference(obj):
-            self.witnesses.append((namespace, name, obj))
+        elif isinstance(obj, _CODE_LIKE):
+            if self.reference(obj):
+                self.witnesses.append((namespace, name, obj))
+        else:
+            # Any other object (a config instance, a compiled pattern, a date, a Path): by
+            # value when it has a stable encoding, as a constant; else (a client, a logger)
+            # only its class is followed, if it is user code.
+            followed = self.reference(obj)
+            digest = self.quiet_value(obj)
+            if digest is not None:
+                self.record(f"constant {where}:{name}", digest)
+            if digest is not None or followed:
+                self.witnesses.append((namespace, name, obj))
+
+    def quiet_value(self, value: Any) -> str | None:
+        """:meth:`value`, but an object without a stable encoding is ``None``, not noted."""
+        left = len(self.left_out)
+        digest = self.value(value, "")
+        del self.left_out[left:]
+        return digest
 
     def reference(self, obj: Any) -> bool:
         """Follow ``obj`` if it is (or leads to) user code; whether it did."""

@@ -307,3 +307,74 @@ async def test_a_bound_plain_object_and_a_printed_params_are_part_of_the_key(tmp
     assert other.tasks["describe"].state is TaskState.SUCCEEDED
     assert other.tasks["describe"].result == "{'a': 1, 'b': 3}"
     assert other.tasks["fetch"].state is TaskState.CACHED  # reads no parameter
+
+
+CONSTANTS = """
+import dataclasses
+import re
+
+import asyncflow
+
+pipeline = asyncflow.Pipeline("consts")
+
+
+class Plain:
+    def __init__(self, r):
+        self.r = r
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    rate: int
+
+
+OBJ = Plain({obj})
+CFG = Config(rate={cfg})
+PAT = re.compile("{pat}")
+
+
+@pipeline.task
+def t_obj():
+    return OBJ.r
+
+
+@pipeline.task
+def t_cfg():
+    return CFG.rate
+
+
+@pipeline.task
+def t_pat():
+    return PAT.pattern
+"""
+
+
+def test_module_constants_that_are_objects_are_hashed_by_value(tmp_path: Path) -> None:
+    sys.path.insert(0, str(tmp_path))
+    writes = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+
+        def run(obj: int, cfg: int, pat: str) -> dict[str, tuple[str, Any]]:
+            (tmp_path / "consts_module.py").write_text(CONSTANTS.format(obj=obj, cfg=cfg, pat=pat))
+            sys.modules.pop("consts_module", None)
+            importlib.invalidate_caches()
+            pipeline: Pipeline = importlib.import_module("consts_module").pipeline
+            result = pipeline.run_sync(workdir=tmp_path / "work", log=False)
+            return {n: (t.state.value, t.result) for n, t in result.tasks.items()}
+
+        run(1, 1, "a+")
+        assert run(2, 1, "a+") == {
+            "t_obj": ("succeeded", 2),
+            "t_cfg": ("cached", 1),
+            "t_pat": ("cached", "a+"),
+        }
+        assert run(2, 3, "b+") == {
+            "t_obj": ("cached", 2),
+            "t_cfg": ("succeeded", 3),
+            "t_pat": ("succeeded", "b+"),
+        }
+    finally:
+        sys.dont_write_bytecode = writes
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("consts_module", None)
