@@ -31,6 +31,7 @@ the parameters read. The runner calls both when a task becomes ready; the planne
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -74,11 +75,21 @@ class TrackedParams(Mapping[str, Any]):
     The names read become part of the task's cache key (see :func:`finish_key`).
     """
 
-    __slots__ = ("_params", "read")
+    __slots__ = ("_copy", "_source", "read")
 
     def __init__(self, params: Mapping[str, Any]) -> None:
-        self._params = params
+        self._source = params
+        self._copy: dict[str, Any] | None = None
         self.read: set[str] = set()
+
+    @property
+    def _params(self) -> dict[str, Any]:
+        # The task's own deep copy, made on first use: a task that mutates a nested value
+        # (params["cfg"]["a"] += 1) changes neither the run's parameters, which the cache
+        # keys are computed from, nor what any other task sees.
+        if self._copy is None:
+            self._copy = copy.deepcopy(dict(self._source))
+        return self._copy
 
     def __getitem__(self, name: str) -> Any:
         self.read.add(name)
@@ -87,7 +98,7 @@ class TrackedParams(Mapping[str, Any]):
     def __contains__(self, name: object) -> bool:
         if isinstance(name, str):
             self.read.add(name)
-        return name in self._params
+        return name in self._source
 
     def __iter__(self) -> Iterator[str]:
         self.read.update(self._params)
@@ -107,8 +118,8 @@ class TrackedParams(Mapping[str, Any]):
         return (dict, (self.copy(),))
 
     def __repr__(self) -> str:
-        self.read.update(self._params)  # printing them all depends on them all
-        return repr(dict(self._params))
+        self.read.update(self._source)  # printing them all depends on them all
+        return repr(self._params)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -378,3 +378,22 @@ def test_module_constants_that_are_objects_are_hashed_by_value(tmp_path: Path) -
         sys.dont_write_bytecode = writes
         sys.path.remove(str(tmp_path))
         sys.modules.pop("consts_module", None)
+
+
+async def test_a_task_mutating_its_params_changes_nothing_outside_it(tmp_path: Path) -> None:
+    p = Pipeline("mutates", params={"cfg": {"a": 1}})
+
+    @p.task
+    async def m(params: Any) -> int:
+        params["cfg"]["a"] += 100  # its own copy
+        return int(params["cfg"]["a"])
+
+    @p.task
+    async def r(m: int, params: Any) -> int:
+        return int(params["cfg"]["a"])
+
+    first = await p.run(workdir=tmp_path, log=False)
+    assert (first.tasks["m"].result, first.tasks["r"].result) == (101, 1)
+    second = await p.run(workdir=tmp_path, log=False)
+    assert {n: t.state for n, t in second.tasks.items()} == {"m": TaskState.CACHED, "r": TaskState.CACHED}
+    assert p.params == {"cfg": {"a": 1}}
