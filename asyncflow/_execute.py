@@ -51,7 +51,8 @@ async def execute(
 
     With ``selected`` (task names), only those tasks run; the tasks upstream of them that
     are not selected are loaded from their checkpoints whatever their cache key (with a
-    warning when it is stale), and every other task is left out of the run and its result.
+    warning when it is stale) — those declared ``checkpoint=False`` run again, as on every
+    run — and every other task is left out of the run and its result.
 
     ``pools`` maps a tag to the most tasks with that tag that may run at once, on top of
     ``max_concurrency`` (like Airflow pools or Prefect tag limits).
@@ -99,8 +100,8 @@ async def execute(
         chosen = {graph.index[n] for n in names}
         missing = []
         for node in graph.nodes:
-            if node.index in chosen:
-                continue
+            if node.index in chosen or not node.task.checkpoint:
+                continue  # a task that keeps no checkpoint runs again, as on every run
             wanted = node.task.serializer or serializer
             checkpoint = await store.load(node.name, wanted) if store is not None else None
             if checkpoint is None or checkpoint.serializer != wanted.name:

@@ -285,7 +285,8 @@ class Pipeline:
             run_id: the run's id; a fresh one by default.
             seed: seed for the jitter's random numbers, for reproducible waits.
             only: run just these tasks (names); the tasks upstream of them that are not
-                listed are loaded from their checkpoints (even stale ones), and all other
+                listed are loaded from their checkpoints (even stale ones), except those
+                declared ``checkpoint=False``, which run again as on every run; all other
                 tasks are left out of the run and of its result.
             pools: ``{tag: limit}``: at most ``limit`` tasks carrying ``tag`` (see the
                 ``tags`` option of :meth:`task`) run at once, on top of ``max_concurrency``.

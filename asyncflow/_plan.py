@@ -187,6 +187,7 @@ class _Planner:
         self.plans: list[PlannedTask | None] = [None] * len(nodes)
         self.digests: list[str | None] = [None] * len(nodes)  # known only for cached tasks
         self.marks: list[str | None] = [None] * len(nodes)  # likewise; see effect_mark
+        self.redo: set[int] = set()  # tasks that run only to re-create a missing output
 
     async def plan(self, i: int) -> None:
         node = self.nodes[i]
@@ -209,7 +210,8 @@ class _Planner:
         name, nodes, plans, store = node.name, self.nodes, self.plans, self.store
         serializer = node.task.serializer or self.serializer
         failing = [u for u in node.upstream if _action(plans[u]) in (Action.FAIL, Action.SKIP)]
-        if self.chosen is not None and node.index not in self.chosen:  # loaded for a partial run
+        partial = self.chosen is not None and node.index not in self.chosen and node.task.checkpoint
+        if partial:  # loaded for a partial run (a task that keeps no checkpoint runs again)
             checkpoint = await store.load(name, serializer) if store is not None else None
             if checkpoint is None or checkpoint.serializer != serializer.name:
                 reason = "no checkpoint, and a selected task needs its result"
@@ -268,7 +270,7 @@ class _Planner:
             effects = [
                 nodes[u].name
                 for u in node.upstream
-                if self.digests[u] is None and side_effect_edge(node, u, nodes)
+                if self.digests[u] is None and u not in self.redo and side_effect_edge(node, u, nodes)
             ]
             if effects:  # no early cutoff across an after= edge or below a task that writes files
                 reason = f"upstream {', '.join(effects)} will run (this task depends on what it does)"
@@ -293,6 +295,7 @@ class _Planner:
                 planned = PlannedTask(
                     name=name, action=Action.RUN, reason=why, cache_key=key.key, stored_key=stored
                 )
+                self.redo.add(node.index)  # same key: re-creates its files, what it did is unchanged
                 return planned, None
         if checkpoint.cache_key == key.key:
             planned = PlannedTask(

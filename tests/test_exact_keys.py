@@ -397,3 +397,25 @@ async def test_a_task_mutating_its_params_changes_nothing_outside_it(tmp_path: P
     second = await p.run(workdir=tmp_path, log=False)
     assert {n: t.state for n, t in second.tasks.items()} == {"m": TaskState.CACHED, "r": TaskState.CACHED}
     assert p.params == {"cfg": {"a": 1}}
+
+
+async def test_a_partial_run_below_a_task_without_checkpoint_runs_that_task_again(tmp_path: Path) -> None:
+    calls: list[str] = []
+    p = Pipeline("volatile_upstream")
+
+    @p.task(checkpoint=False)
+    async def env() -> str:
+        calls.append("env")
+        return "prod"
+
+    @p.task
+    async def use_env(env: str) -> str:
+        calls.append("use_env")
+        return env.upper()
+
+    await p.run(workdir=tmp_path, log=False)
+    partial = await p.run(workdir=tmp_path, log=False, only=["use_env"], force=True)
+    assert partial.tasks["use_env"].result == "PROD"
+    assert calls == ["env", "use_env", "env", "use_env"]
+    plan = await make_plan_of(p, tmp_path)
+    assert plan["env"] == ("run", "checkpoint disabled")
