@@ -141,8 +141,8 @@ def _unstorable(task: str, serializer: Serializer, result: Any, exc: Exception) 
         )
     else:
         message = (
-            f"task {task!r} returned a {kind} that serializer {serializer.name!r} cannot "
-            f"store: {type(exc).__name__}: {exc}"
+            f"task {task!r} returned a result ({kind}) that serializer {serializer.name!r} "
+            f"cannot store or load back: {type(exc).__name__}: {exc}"
         )
     return CheckpointError(task, message)
 
