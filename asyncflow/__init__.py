@@ -3,7 +3,8 @@
 A :class:`Pipeline` holds tasks (coroutine functions, or plain functions run in worker
 threads); dependencies are declared by parameter name. Each task starts the moment all of
 its upstream tasks have finished, failed attempts are retried with exponential backoff,
-and each result is checkpointed as JSON so that a rerun skips finished work::
+and each result is checkpointed (JSON by default; see :class:`Serializer`) so that a rerun
+skips exactly the work whose inputs did not change::
 
     import asyncflow
 

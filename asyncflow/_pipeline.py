@@ -140,9 +140,10 @@ class Pipeline:
             retry_on: exception type(s) that are retried; others fail at once.
             timeout: limit on each attempt, in seconds (a timed-out attempt counts as a
                 failed one); ``None`` for no limit.
-            checkpoint: save the result as a JSON checkpoint and skip the task on a rerun
-                whose cache key matches; ``False`` for results that are not JSON or
-                tasks that must always run.
+            checkpoint: save the result (with its ``serializer``) and skip the task on a
+                rerun whose cache key matches; ``False`` for tasks that must always run
+                (they compute no cache key; their result is hashed by value only for the
+                tasks below them).
             cache_key_fn: ``(params) -> value`` mixed into the cache key, e.g.
                 ``lambda p: asyncflow.file_digest(p["csv"])`` for an input file.
             tags: labels; a run's ``pools={tag: limit}`` caps how many tasks with a tag

@@ -32,8 +32,8 @@ class TaskRun:
         duration: ``finished_at - started_at`` in seconds (attempts and backoff waits
             included), or ``None``.
         error: the exception of its last attempt (FAILED), with its traceback; else ``None``.
-        result: its result (SUCCEEDED or CACHED), as decoded from its JSON checkpoint when
-            it is checkpointed; else ``None``.
+        result: its result (SUCCEEDED or CACHED), as its serializer's ``loads`` returns
+            it when it is checkpointed; else ``None``.
         cache_key: its cache key (hex SHA-256) when the run used checkpoints, else ``None``.
         reason: why it was SKIPPED or CANCELLED, in words; else ``None``.
         result_size: the size in bytes of its serialized result, when it was
