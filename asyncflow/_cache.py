@@ -52,11 +52,11 @@ __all__ = [
     "KeyBase",
     "TrackedParams",
     "base_key",
+    "effect_edges",
     "effect_mark",
     "file_digest",
     "finish_key",
     "result_digest",
-    "side_effect_edge",
     "volatile_key",
 ]
 
@@ -266,17 +266,19 @@ def _digest(value: Any) -> str:
 _NONE_DIGEST = _digest(None)
 
 
-def side_effect_edge(node: Node, u: int, nodes: Sequence[Node]) -> bool:
-    """Whether ``node`` may depend on what upstream task ``u`` *did*, not what it returned.
+def effect_edges(node: Node, nodes: Sequence[Node]) -> list[int]:
+    """The upstream tasks of ``node`` whose *effects*, not results, it may depend on.
 
-    True for an ordering-only edge (``after=``: no parameter receives ``u``'s result) and
-    for an upstream task that declares ``outputs`` (files it writes). Early cutoff does
-    not apply across such an edge: when ``u`` runs again, ``node`` runs again too, even
-    if ``u`` returned the same value (see :class:`DigestView`).
+    Those on an ordering-only edge (``after=``: no parameter receives their result) and
+    those that declare ``outputs`` (files they write). Early cutoff does not apply across
+    such an edge: when the upstream task runs with another key, ``node`` runs again too,
+    even if it returned the same value (see :func:`effect_mark`). One pass over the
+    node's inputs: O(in-degree), also for a wide fan-in.
     """
-    if nodes[u].task.outputs:
-        return True
-    return all(v != u for _, v in node.inputs) and all(u not in group for _, group in node.gathers)
+    data = {u for _, u in node.inputs}
+    for _, group in node.gathers:
+        data.update(group)
+    return [u for u in node.upstream if u not in data or nodes[u].task.outputs]
 
 
 def effect_mark(cache_key: str, digest: str) -> str:

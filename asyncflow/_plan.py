@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cache import CacheKey, DigestView, base_key, effect_mark, finish_key, side_effect_edge
+from ._cache import CacheKey, DigestView, base_key, effect_edges, effect_mark, finish_key
 from ._checkpointing import recorded_reads
 from ._digest import CodeDigest, describe_change
 from ._errors import PipelineDefinitionError
@@ -199,11 +199,7 @@ class _Planner:
 
     def view(self, node: Node) -> Sequence[str | None]:
         """The digests ``node``'s key folds in: marks across side-effect edges (as the run)."""
-        over = {
-            u: m
-            for u in node.upstream
-            if (m := self.marks[u]) is not None and side_effect_edge(node, u, self.nodes)
-        }
+        over = {u: m for u in effect_edges(node, self.nodes) if (m := self.marks[u]) is not None}
         return DigestView(self.digests, over) if over else self.digests
 
     async def _plan(self, node: Node) -> tuple[PlannedTask, Checkpoint | None]:
@@ -269,8 +265,8 @@ class _Planner:
                 ), None
             effects = [
                 nodes[u].name
-                for u in node.upstream
-                if self.digests[u] is None and u not in self.redo and side_effect_edge(node, u, nodes)
+                for u in effect_edges(node, nodes)
+                if self.digests[u] is None and u not in self.redo
             ]
             if effects:  # no early cutoff across an after= edge or below a task that writes files
                 reason = f"upstream {', '.join(effects)} will run (this task depends on what it does)"

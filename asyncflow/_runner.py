@@ -79,10 +79,10 @@ from ._cache import (
     KeyBase,
     TrackedParams,
     base_key,
+    effect_edges,
     effect_mark,
     finish_key,
     result_digest,
-    side_effect_edge,
     volatile_key,
 )
 from ._checkpointing import lookup, recorded_reads, save, stage, write_failed
@@ -404,16 +404,16 @@ class Run(RunState):
     async def base_key(self, node: Node, serializer: Serializer) -> KeyBase:
         """What ``node``'s key is built from, once its upstream tasks are done."""
         digests, results, nodes = self.digests, self.results, self.nodes
-        over: dict[int, str] | None = None
         for u in node.upstream:
             if digests[u] is None:  # not checkpointed: hash its result by value, if it can be
                 digests[u] = result_digest(results[u]) or volatile_key(nodes[u].name, self.run_id)
-            if side_effect_edge(node, u, nodes):
-                # This task may depend on what u did (files, an after= edge), not on what it
-                # returned: no early cutoff across the edge (see asyncflow._cache.effect_mark).
-                over = over or {}
-                over[u] = self.marks[u] or volatile_key(f"{nodes[u].name}:ran", self.run_id)
-        view = digests if over is None else DigestView(digests, over)
+        # Across an after= edge or below a task that writes files, this task may depend on
+        # what the upstream did, not on what it returned: no early cutoff there.
+        over = {
+            u: self.marks[u] or volatile_key(f"{nodes[u].name}:ran", self.run_id)
+            for u in effect_edges(node, nodes)
+        }
+        view = digests if not over else DigestView(digests, over)
         return await base_key(node, nodes, view, self.params, serializer.name)
 
     def outputs_missing(self, i: int) -> bool:
