@@ -214,6 +214,34 @@ def _warn_corrupt(task: str, origin: str, exc: BaseException) -> None:
     logger.warning("checkpoint {} of task {!r} is corrupted ({}); treating it as missing", origin, task, why)
 
 
+def _cutoff(result: Any, serializer: Serializer) -> str | None:
+    """The value digest downstream keys fold in, for a serializer whose bytes need not repeat."""
+    return None if serializer.name == JSON.name else value_digest(result)
+
+
+def _head(
+    task: str,
+    cache_key: str,
+    key_parts: Mapping[str, Any] | None,
+    serializer: str,
+    digest: str,
+    size: int,
+    cutoff: str | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """A new checkpoint's journal-line head (see :func:`_record`) and its in-memory record."""
+    saved_at = time.time()
+    doc: dict[str, Any] = {
+        "task": task, "key": cache_key, "at": saved_at, "ser": serializer, "digest": digest, "size": size,
+    }  # fmt: skip
+    if key_parts is not None:
+        doc["parts"] = dict(key_parts)
+    head = _record(task, cache_key, key_parts, serializer, digest, size, saved_at)
+    if cutoff is not None and cutoff != digest:
+        doc["cutoff"] = cutoff
+        head += f', "cutoff": "{cutoff}"'
+    return head.encode(), doc
+
+
 def _encode(task: str, result: Any, serializer: Serializer) -> tuple[bytes, str]:
     """``(serialized bytes, hex digest)`` of ``result``; what ``dumps`` raises propagates."""
     data = serializer.dumps(result)
@@ -266,11 +294,9 @@ class MemoryStore:
     ) -> Checkpoint:
         """See :meth:`CheckpointStore.save`."""
         data, digest = _encode(task, result, serializer)
-        cutoff = None if serializer.name == JSON.name else value_digest(result)
+        cutoff = _cutoff(result, serializer)
         del result
-        head = _record(task, cache_key, key_parts, serializer.name, digest, len(data), time.time())
-        if cutoff is not None and cutoff != digest:
-            head += f', "cutoff": "{cutoff}"'
+        head = _head(task, cache_key, key_parts, serializer.name, digest, len(data), cutoff)[0].decode()
         if serializer.name == JSON.name:
             text = head + ', "result": ' + data.decode() + "}"
             self.blobs.pop(task, None)

@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,13 +57,13 @@ from ._checkpoint import (
     CheckpointStore,
     MemoryStore,
     _checkpoint,
+    _cutoff,
     _encode,
+    _head,
     _legacy,
-    _record,
     _warn_corrupt,
     file_stem,
 )
-from ._digest import value_digest
 from ._errors import CheckpointReadError
 from ._files import (
     dump_atomic,
@@ -312,34 +311,6 @@ class FileStore(Journal):
                 if delay is None or not transient(exc):
                     raise
             await anyio.sleep(delay)
-
-
-def _cutoff(result: Any, serializer: Serializer) -> str | None:
-    """The value digest downstream keys fold in, for a serializer whose bytes need not repeat."""
-    return None if serializer.name == JSON.name else value_digest(result)
-
-
-def _head(
-    task: str,
-    cache_key: str,
-    key_parts: Mapping[str, Any] | None,
-    serializer: str,
-    digest: str,
-    size: int,
-    cutoff: str | None = None,
-) -> tuple[bytes, dict[str, Any]]:
-    """A new checkpoint's journal-line head (see :func:`_record`) and its in-memory record."""
-    saved_at = time.time()
-    doc: dict[str, Any] = {
-        "task": task, "key": cache_key, "at": saved_at, "ser": serializer, "digest": digest, "size": size,
-    }  # fmt: skip
-    if key_parts is not None:
-        doc["parts"] = dict(key_parts)
-    head = _record(task, cache_key, key_parts, serializer, digest, size, saved_at)
-    if cutoff is not None and cutoff != digest:
-        doc["cutoff"] = cutoff
-        head += f', "cutoff": "{cutoff}"'
-    return head.encode(), doc
 
 
 class _Corrupt(OSError):
