@@ -29,15 +29,13 @@ class Lookup:
         checkpoint: the matching checkpoint, or ``None`` when the task must run.
         key: the key the task would have with the parameters its checkpoint recorded
             as read (or none, without a checkpoint).
-        stored: the checkpoint found, matching or not (``None`` when there is none).
     """
 
-    __slots__ = ("checkpoint", "key", "stored")
+    __slots__ = ("checkpoint", "key")
 
-    def __init__(self, checkpoint: Checkpoint | None, key: CacheKey, stored: Checkpoint | None) -> None:
+    def __init__(self, checkpoint: Checkpoint | None, key: CacheKey) -> None:
         self.checkpoint = checkpoint
         self.key = key
-        self.stored = stored
 
 
 def recorded_reads(checkpoint: Checkpoint | None) -> Iterable[str]:
@@ -66,7 +64,7 @@ async def lookup(
             taken for missing.
     """
     if force:
-        return Lookup(None, finish_key(base, (), params), None)
+        return Lookup(None, finish_key(base, (), params))
     try:
         stored = await store.load(task, serializer)
     except CheckpointReadError as exc:
@@ -74,7 +72,7 @@ async def lookup(
         raise error from exc
     key = finish_key(base, recorded_reads(stored), params)
     matches = stored is not None and stored.serializer == serializer.name and stored.cache_key == key.key
-    return Lookup(stored if matches else None, key, stored)
+    return Lookup(stored if matches else None, key)
 
 
 @runtime_checkable
