@@ -40,6 +40,7 @@ from ._errors import (
     ExecutorError,
     ForgottenAwaitError,
     InvalidTaskNameError,
+    MappingError,
     MissingCheckpointError,
     ParamError,
     PipelineDefinitionError,
@@ -60,6 +61,7 @@ from ._events import (
     TaskCached,
     TaskCancelled,
     TaskFailed,
+    TaskMapped,
     TaskSkipped,
     TaskStarted,
     TaskState,
@@ -78,7 +80,7 @@ from ._retry import RetryPolicy
 from ._serializers import JSON, PICKLE, Serializer
 from ._store import Checkpoint, CheckpointStore, FileStore, MemoryStore
 from ._stream import EventStream
-from ._task import Task
+from ._task import Each, Task, each
 from ._timeline import render_timeline
 
 __version__ = "0.1.0"
@@ -98,6 +100,7 @@ __all__ = [
     "CycleError",
     "DaskExecutor",
     "DuplicateTaskError",
+    "Each",
     "Event",
     "EventStream",
     "Executor",
@@ -108,6 +111,7 @@ __all__ = [
     "InvalidTaskNameError",
     "Listener",
     "LocalExecutor",
+    "MappingError",
     "MemoryStore",
     "MissingCheckpointError",
     "Node",
@@ -131,6 +135,7 @@ __all__ = [
     "TaskError",
     "TaskFailed",
     "TaskLogger",
+    "TaskMapped",
     "TaskPicklingError",
     "TaskRecord",
     "TaskRun",
@@ -144,6 +149,7 @@ __all__ = [
     "WorkdirLockedError",
     "__version__",
     "code_digest",
+    "each",
     "file_digest",
     "list_records",
     "read_json",

@@ -130,8 +130,9 @@ class KeyBase:
         code: the task function's :class:`~asyncflow._digest.CodeDigest`.
         extra: the digest of its ``cache_key_fn`` value (of ``null`` without one).
         upstream: ``(upstream task, its result's digest)`` for each upstream task, then
-            ``(parameter, task name)`` for each parameter fed by one task and
-            ``(parameter, "a,b,...")`` for each fan-in.
+            ``(parameter, task name)`` for each parameter fed by one task,
+            ``(parameter, "a,b,...")`` for each fan-in and ``(parameter, "item:<digest>")``
+            for each item an instance of a mapped task receives.
         serializer: the name of the task's serializer.
     """
 
@@ -204,10 +205,13 @@ async def base_key(
         extra = task.cache_key_fn(dict(params))
         if inspect.isawaitable(extra):
             extra = await extra
+    # By task name: an instance of a mapped task (``fetch[3]``) counts as its task, so
+    # that an instance's key does not depend on its position (``task.name`` is ``fetch``).
     upstream = (
-        [(nodes[u].name, digests[u] or "") for u in node.upstream]
-        + [(param, nodes[u].name) for param, u in node.inputs]
-        + [(param, ",".join(nodes[u].name for u in group)) for param, group in node.gathers]
+        [(nodes[u].task.name, digests[u] or "") for u in node.upstream]
+        + [(param, nodes[u].task.name) for param, u in node.inputs]
+        + [(param, ",".join(nodes[u].task.name for u in group)) for param, group in node.gathers]
+        + [(param, f"item:{digest}") for param, _, digest in node.bound]
     )
     code = code_digest(task.fn)
     if code.left_out:

@@ -39,6 +39,7 @@ __all__ = [
     "ExecutorError",
     "ForgottenAwaitError",
     "InvalidTaskNameError",
+    "MappingError",
     "MissingCheckpointError",
     "ParamError",
     "PipelineDefinitionError",
@@ -107,6 +108,24 @@ class TaskError(AsyncflowError):
     def __init__(self, task: str, message: str) -> None:
         self.task = task
         super().__init__(message)
+
+
+class MappingError(TaskError):
+    """A mapped task (see :func:`~asyncflow.each`) could not be mapped, or an instance of
+    it failed.
+
+    Raised as the error of the mapped task itself: its upstream result is not a list,
+    its zipped inputs have unequal lengths (the message names both inputs and their
+    lengths), or some of its instances failed or were skipped (``failed`` lists them).
+
+    Attributes:
+        task: the mapped task's name.
+        failed: the names of the instances that failed (``task[k]``), in item order.
+    """
+
+    def __init__(self, task: str, message: str, failed: Sequence[str] = ()) -> None:
+        super().__init__(task, message)
+        self.failed = tuple(failed)
 
 
 class TaskTimeoutError(TaskError, TimeoutError):

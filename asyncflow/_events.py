@@ -27,6 +27,7 @@ __all__ = [
     "TaskCached",
     "TaskCancelled",
     "TaskFailed",
+    "TaskMapped",
     "TaskSkipped",
     "TaskStarted",
     "TaskState",
@@ -170,6 +171,28 @@ class TaskCached(Event):
 
     task: str
     cache_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskMapped(Event):
+    """Mapped task ``task`` (see :func:`~asyncflow.each`) was expanded into its instances.
+
+    ``instances`` names them in item order (``task[0]``, ``task[1]``, ...); each then
+    emits the events of a task of its own. ``over`` names the upstream tasks it is mapped
+    over. The mapped task itself ends with :class:`TaskSucceeded` (``attempt`` 0) or
+    :class:`TaskCached` once every instance succeeded or was cached (at once for no
+    items), or with :class:`TaskFailed` or :class:`TaskSkipped` once every instance
+    ended, when some did not succeed.
+    """
+
+    task: str
+    instances: tuple[str, ...]
+    over: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        """The number of instances (of items)."""
+        return len(self.instances)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,9 +12,10 @@ import difflib
 import graphlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ._errors import CycleError, UnboundParameterError, UnknownDependencyError
-from ._task import Task
+from ._errors import CycleError, PipelineDefinitionError, UnboundParameterError, UnknownDependencyError
+from ._task import Each, Task
 
 __all__ = ["Graph", "Node", "build_graph"]
 
@@ -30,6 +31,19 @@ class Node:
         gathers: ``(parameter, upstream indices)`` for each parameter fed a list of results.
         upstream: indices of every upstream task (data and ordering-only), without repeats.
         downstream: indices of every task that lists this one upstream, in definition order.
+        maps: ``(parameter, upstream index)`` for each parameter mapped with
+            :func:`~asyncflow.each`; a node with any is a *mapped task*, run as one
+            instance per item (see :mod:`asyncflow._mapping`).
+        chained: the mapped tasks downstream that map over this one (a subset of
+            ``downstream``): their instances follow this task's instances one to one.
+
+    The runner also makes a node for each *instance* of a mapped task, at run time:
+
+    Attributes:
+        label: the instance's name, ``task[k]`` (``None`` for a task of the graph).
+        parent: the node index of its mapped task (``-1`` for a task of the graph).
+        bound: ``(parameter, item, item digest)`` for each parameter mapped over a plain
+            list: the item it receives.
     """
 
     index: int
@@ -37,12 +51,18 @@ class Node:
     inputs: tuple[tuple[str, int], ...]
     gathers: tuple[tuple[str, tuple[int, ...]], ...]
     upstream: tuple[int, ...]
-    downstream: tuple[int, ...]
+    downstream: Sequence[int]
+    maps: tuple[tuple[str, int], ...] = ()
+    chained: tuple[int, ...] = ()
+    label: str | None = None
+    parent: int = -1
+    bound: tuple[tuple[str, Any, str], ...] = ()
 
     @property
     def name(self) -> str:
-        """The task's name."""
-        return self.task.name
+        """The task's name (``task[k]`` for an instance of a mapped task)."""
+        label = self.label
+        return self.task.name if label is None else label
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +74,13 @@ class Graph:
         index: ``{task name: node index}``.
         order: node indices in a topological order (upstream before downstream; ties in
             definition order).
+        mapped: the indices of the mapped tasks (see :func:`~asyncflow.each`).
     """
 
     nodes: tuple[Node, ...]
     index: Mapping[str, int]
     order: tuple[int, ...]
+    mapped: frozenset[int] = frozenset()
 
     def node(self, name: str) -> Node:
         """The node of task ``name``; raises ``KeyError`` if there is none."""
@@ -109,6 +131,8 @@ class Graph:
                 gathers=tuple((p, tuple(new[u] for u in g)) for p, g in self.nodes[old].gathers),
                 upstream=tuple(new[u] for u in self.nodes[old].upstream),
                 downstream=tuple(new[d] for d in self.nodes[old].downstream if d in new),
+                maps=tuple((p, new[u]) for p, u in self.nodes[old].maps),
+                chained=tuple(new[d] for d in self.nodes[old].chained if d in new),
             )
             for old in kept
         )
@@ -116,9 +140,10 @@ class Graph:
             nodes=nodes,
             index={node.name: node.index for node in nodes},
             order=tuple(new[i] for i in self.order if i in new),
+            mapped=frozenset(new[i] for i in self.mapped if i in new),
         )
 
-    def _closure(self, start: Iterable[int], step: Callable[[Node], tuple[int, ...]]) -> set[int]:
+    def _closure(self, start: Iterable[int], step: Callable[[Node], Sequence[int]]) -> set[int]:
         seen = set(start)
         stack = list(seen)
         while stack:
@@ -182,25 +207,37 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
     """Resolve and validate ``tasks`` (in definition order) into a :class:`Graph`.
 
     A parameter is fed by, in order of precedence: the task named in the task's ``inputs``
-    mapping; the task whose name equals the parameter; otherwise its default value. A
-    parameter with neither is an error.
+    mapping (or mapped over its items, with :func:`~asyncflow.each`); the task whose name
+    equals the parameter; otherwise its default value. A parameter with neither is an
+    error.
 
     Raises:
         UnknownDependencyError: ``inputs`` or ``after`` names a task that does not exist.
         UnboundParameterError: a parameter without a default matches no task.
         CycleError: the dependencies form a cycle; ``.cycle`` lists it in order.
+        PipelineDefinitionError: a task mapped over a mapped task also takes that task's
+            whole list (no instance could start before all of them are done).
     """
     index = {task.name: i for i, task in enumerate(tasks)}
     names = list(index)
     inputs: list[tuple[tuple[str, int], ...]] = []
     gathers: list[tuple[tuple[str, tuple[int, ...]], ...]] = []
+    maps: list[tuple[tuple[str, int], ...]] = []
     upstream: list[tuple[int, ...]] = []
     for task in tasks:
         feeds: list[tuple[str, int]] = []
         lists: list[tuple[str, tuple[int, ...]]] = []
+        over: list[tuple[str, int]] = []
         for param, has_default in task.parameters:
             source = task.inputs.get(param)
-            if isinstance(source, tuple):
+            if isinstance(source, Each):
+                if source.task not in index:
+                    raise UnknownDependencyError(
+                        f"task {task.name!r} maps parameter {param!r} over {source.task!r}, which is "
+                        f"not defined{_suggest(source.task, names)}"
+                    )
+                over.append((param, index[source.task]))
+            elif isinstance(source, tuple):
                 for name in source:
                     if name not in index:
                         raise UnknownDependencyError(
@@ -223,7 +260,8 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
                     f"{_suggest(param, names)} (give it a default, map it with "
                     "inputs={...}, or rename it after an upstream task)"
                 )
-        ups = dict.fromkeys(i for _, i in feeds)
+        ups = dict.fromkeys(i for _, i in over)
+        ups.update(dict.fromkeys(i for _, i in feeds))
         for _, group in lists:
             ups.update(dict.fromkeys(group))
         for dep in task.after:
@@ -234,6 +272,7 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
             ups[index[dep]] = None
         inputs.append(tuple(feeds))
         gathers.append(tuple(lists))
+        maps.append(tuple(over))
         upstream.append(tuple(ups))
 
     downstream: list[list[int]] = [[] for _ in tasks]
@@ -249,6 +288,20 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
             sorter.prepare()
         except graphlib.CycleError as exc:
             raise CycleError([names[i] for i in exc.args[1]]) from None
+    mapped = frozenset(i for i, over in enumerate(maps) if over)
+    chained: list[list[int]] = [[] for _ in tasks]
+    for i in sorted(mapped):
+        whole = {u for _, u in inputs[i]} | {u for _, g in gathers[i] for u in g}
+        whole.update(index[dep] for dep in tasks[i].after)
+        for u in dict.fromkeys(u for _, u in maps[i]):
+            if u in mapped:
+                if u in whole:
+                    raise PipelineDefinitionError(
+                        f"task {tasks[i].name!r} is mapped over mapped task {names[u]!r} and also "
+                        "takes all of it (as a parameter or in after=); map over it, or take its "
+                        "list in a task downstream"
+                    )
+                chained[u].append(i)
     nodes = tuple(
         Node(
             index=i,
@@ -257,7 +310,9 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
             gathers=gathers[i],
             upstream=upstream[i],
             downstream=tuple(downstream[i]),
+            maps=maps[i],
+            chained=tuple(chained[i]),
         )
         for i, t in enumerate(tasks)
     )
-    return Graph(nodes=nodes, index=index, order=order)
+    return Graph(nodes=nodes, index=index, order=order, mapped=mapped)

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypedDict
 
 from ._retry import RetryPolicy
 from ._serializers import Serializer
+from ._task import Each
 
 __all__ = ["TaskOptions", "one_or_many", "retry_policy"]
 
@@ -22,7 +23,7 @@ class TaskOptions(TypedDict, total=False):
     """The keyword options of :meth:`Pipeline.task`, for type checkers (see its docstring)."""
 
     name: str | None
-    inputs: Mapping[str, str | Sequence[str]] | None
+    inputs: Mapping[str, str | Sequence[str] | Each] | None
     after: Iterable[str | Callable[..., Any]]
     retries: int
     retry_delay: float

@@ -40,7 +40,8 @@ from ._events import (
     TaskSucceeded,
 )
 from ._executors import Submit, WorkerThreads
-from ._graph import Graph
+from ._graph import Graph, Node
+from ._mapping import Expansion, MappedTasks
 from ._result import RunResult, TaskRuns
 from ._serializers import Serializer
 from ._store import Checkpoint, CheckpointStore
@@ -61,8 +62,13 @@ class _Pool:
         self.waiting: deque[int] = deque()
 
 
-class RunState:
-    """The state of one run of a graph, and its outcomes (see the module docstring)."""
+class RunState(MappedTasks):
+    """The state of one run of a graph, and its outcomes (see the module docstring).
+
+    The columns grow at run time when a mapped task is expanded into its instances (see
+    :mod:`asyncflow._mapping`); ``static`` is the number of tasks of the graph, so an
+    index from ``static`` on is an instance.
+    """
 
     def __init__(
         self,
@@ -85,7 +91,10 @@ class RunState:
     ) -> None:
         n = len(graph.nodes)
         self.graph = graph
-        self.nodes = graph.nodes
+        self.nodes: list[Node] = list(graph.nodes)
+        self.static = n
+        self.index: Mapping[str, int] = graph.index  # copied once instances are added
+        self.expansions: dict[int, Expansion] = {}
         self.pipeline = pipeline
         self.params = params
         self.workdir = workdir
@@ -178,7 +187,7 @@ class RunState:
 
     def build_result(self, mono0: float, wall0: float, mono1: float) -> RunResult:
         tasks = TaskRuns(
-            index=self.graph.index,
+            index=self.index,
             states=self.states,
             attempts=self.attempts,
             started=self.started,
@@ -189,6 +198,8 @@ class RunState:
             reasons=self.reasons,
             offset=wall0 - mono0,
             sizes=self.sizes,
+            nodes=self.nodes if self.expansions else None,
+            expansions={t: e.indices for t, e in self.expansions.items()},
         )
         return RunResult(
             run_id=self.run_id,
@@ -241,6 +252,8 @@ class RunState:
             remaining[d] -= 1
             if remaining[d] == 0 and states[d] is PENDING:
                 ready.append(d)
+        if i >= self.static:
+            self.instance_ended(i)
 
     def stop(self, i: int, error: KeyboardInterrupt) -> None:
         """Task ``i`` raised ``KeyboardInterrupt``: it fails, the run is cancelled, and
@@ -255,6 +268,33 @@ class RunState:
             self.cancel_reason = f"task {name!r} raised KeyboardInterrupt"
             assert self.tg is not None
             self.tg.cancel_scope.cancel()
+
+    def skip_below(self, i: int, start: Sequence[int], t: float) -> None:
+        """Skip the pending tasks in ``start`` (downstream of task ``i``, which did not
+        succeed) and everything below them, each visited once."""
+        nodes, states, static = self.nodes, self.states, self.static
+        stack = [(d, i) for d in reversed(start)]
+        while stack:
+            d, cause = stack.pop()
+            if states[d] is not PENDING:
+                continue
+            verb = "failed" if states[cause] is TaskState.FAILED else "was skipped"
+            reason = f"upstream task {nodes[cause].name!r} {verb}"
+            states[d] = TaskState.SKIPPED
+            self.reasons[d] = reason
+            if self.listeners:
+                self.emit(
+                    TaskSkipped(
+                        run_id=self.run_id,
+                        time=t,
+                        task=nodes[d].name,
+                        upstream=nodes[cause].name,
+                        reason=reason,
+                    )
+                )
+            stack.extend((dd, d) for dd in reversed(nodes[d].downstream))
+            if d >= static:
+                self.instance_ended(d)
 
     def fail(self, i: int, error: BaseException) -> None:
         t = self.now()
@@ -275,26 +315,9 @@ class RunState:
                     duration=t - start,
                 )
             )
-        stack = [(d, i) for d in reversed(nodes[i].downstream)]
-        while stack:
-            d, cause = stack.pop()
-            if self.states[d] is not PENDING:
-                continue
-            verb = "failed" if self.states[cause] is TaskState.FAILED else "was skipped"
-            reason = f"upstream task {nodes[cause].name!r} {verb}"
-            self.states[d] = TaskState.SKIPPED
-            self.reasons[d] = reason
-            if self.listeners:
-                self.emit(
-                    TaskSkipped(
-                        run_id=self.run_id,
-                        time=t,
-                        task=nodes[d].name,
-                        upstream=nodes[cause].name,
-                        reason=reason,
-                    )
-                )
-            stack.extend((dd, d) for dd in reversed(nodes[d].downstream))
+        self.skip_below(i, nodes[i].downstream, t)
+        if i >= self.static:
+            self.instance_ended(i)
         if self.fail_fast and self.cancel_reason is None:
             self.cancel_reason = f"fail_fast: task {nodes[i].name!r} failed"
             assert self.tg is not None

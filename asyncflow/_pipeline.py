@@ -24,7 +24,7 @@ from ._runner import new_run_id
 from ._serializers import JSON, Serializer, resolve_serializer
 from ._store import CheckpointStore, FileStore, file_stem
 from ._stream import EventStream
-from ._task import Task, make_task, missing_outputs
+from ._task import Each, Task, make_task, missing_outputs
 
 __all__ = ["DEFAULT_WORKDIR", "Pipeline"]
 
@@ -100,7 +100,7 @@ class Pipeline:
         /,
         *,
         name: str | None = None,
-        inputs: Mapping[str, str | Sequence[str]] | None = None,
+        inputs: Mapping[str, str | Sequence[str] | Each] | None = None,
         after: Iterable[str | Callable[..., Any]] = (),
         retries: int = 0,
         retry_delay: float = 1.0,
@@ -128,7 +128,8 @@ class Pipeline:
                 Required when one function is registered several times in a loop.
             inputs: ``{parameter: upstream task name}`` for parameters not named after
                 their upstream task; a list of names feeds the parameter a list of those
-                tasks' results in that order (fan-in).
+                tasks' results in that order (fan-in); ``asyncflow.each("task")`` runs
+                this task once per item of that task's result (see :func:`~asyncflow.each`).
             after: upstream tasks (names or decorated functions) that must finish first
                 but pass no data.
             retries: retries after the first attempt: at most ``retries + 1`` attempts.

@@ -13,6 +13,8 @@ from typing import Any
 
 from ._errors import RunFailedError
 from ._events import TaskState
+from ._graph import Node
+from ._mapping import instance_item
 
 __all__ = ["RunResult", "TaskRun"]
 
@@ -38,6 +40,12 @@ class TaskRun:
         reason: why it was SKIPPED or CANCELLED, in words; else ``None``.
         result_size: the size in bytes of its serialized result, when it was
             checkpointed (or loaded from its checkpoint); else ``None``.
+        instances: for a mapped task that was expanded (see :func:`~asyncflow.each`),
+            the names of its instances in item order (``("fetch[0]", ...)``); its
+            ``result`` is the list of their results. ``None`` for any other task.
+        parent: for an instance of a mapped task, that task's name; else ``None``.
+        item: for an instance, the item it received (``{parameter: item}`` for zipped
+            inputs); else ``None``.
     """
 
     name: str
@@ -51,6 +59,9 @@ class TaskRun:
     cache_key: str | None = None
     reason: str | None = None
     result_size: int | None = None
+    instances: tuple[str, ...] | None = None
+    parent: str | None = None
+    item: Any = None
 
 
 class TaskRuns(Mapping[str, TaskRun]):
@@ -64,6 +75,12 @@ class TaskRuns(Mapping[str, TaskRun]):
         states, attempts, started, finished, errors, results, keys, reasons, sizes: one entry per
             task, by position; ``started``/``finished`` on the event loop's clock.
         offset: added to the event loop's clock to get seconds since the Unix epoch.
+        nodes: the run's nodes, instances included, when it expanded a mapped task.
+        expansions: ``{node index of a mapped task: node indices of its instances}``.
+
+    Iteration gives the tasks of the graph in definition order, then the instances in
+    the order they were made. :attr:`counts <RunResult.counts>` counts the instances, not
+    the mapped task they summarize.
     """
 
     __slots__ = (
@@ -73,11 +90,13 @@ class TaskRuns(Mapping[str, TaskRun]):
         "_finished",
         "_index",
         "_keys",
+        "_nodes",
         "_offset",
         "_reasons",
         "_results",
         "_sizes",
         "_started",
+        "expansions",
         "states",
     )
 
@@ -95,8 +114,12 @@ class TaskRuns(Mapping[str, TaskRun]):
         reasons: Sequence[str | None],
         offset: float,
         sizes: Sequence[int | None] | None = None,
+        nodes: Sequence[Node] | None = None,
+        expansions: Mapping[int, range] | None = None,
     ) -> None:
         self._index = index
+        self._nodes = nodes
+        self.expansions: Mapping[int, range] = expansions or {}
         self.states = states
         self._attempts, self._started, self._finished = attempts, started, finished
         self._errors, self._results, self._keys, self._reasons = errors, results, keys, reasons
@@ -121,8 +144,31 @@ class TaskRuns(Mapping[str, TaskRun]):
                 cache_key=self._keys[i],
                 reason=self._reasons[i],
                 result_size=None if self._sizes is None else self._sizes[i],
+                **self._mapped(i),
             )
         return run
+
+    def _mapped(self, i: int) -> dict[str, Any]:
+        nodes = self._nodes
+        if nodes is None:
+            return {}
+        node = nodes[i]
+        if node.parent >= 0:
+            template = nodes[node.parent]
+            return {"parent": template.name, "item": instance_item(node, self._results, template)}
+        span = self.expansions.get(i)
+        return {} if span is None else {"instances": tuple(nodes[j].name for j in span)}
+
+    def instances(self, name: str) -> list[TaskRun]:
+        """The :class:`TaskRun` of each instance of mapped task ``name``, in item order
+        (``[]`` for a task that is not mapped or was never expanded).
+
+        Raises:
+            KeyError: there is no task ``name``.
+        """
+        span = self.expansions.get(self._index[name], range(0))
+        nodes = self._nodes
+        return [self[nodes[j].name] for j in span] if nodes is not None else []
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
@@ -140,6 +186,15 @@ def _states(tasks: Mapping[str, TaskRun]) -> Sequence[TaskState]:
     return [t.state for t in tasks.values()]
 
 
+def _counted(tasks: Mapping[str, TaskRun]) -> Sequence[TaskState]:
+    """The states that :attr:`RunResult.counts` counts: not those of expanded mapped tasks."""
+    states = _states(tasks)
+    expansions = tasks.expansions if isinstance(tasks, TaskRuns) else None
+    if not expansions:
+        return states
+    return [s for i, s in enumerate(states) if i not in expansions]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class RunResult:
     """The outcome of one run of a pipeline.
@@ -150,7 +205,8 @@ class RunResult:
         params: the run's parameters after defaults were applied.
         started_at, finished_at: in seconds since the Unix epoch.
         duration: the run's wall time in seconds.
-        tasks: ``{task name: TaskRun}`` in definition order.
+        tasks: ``{task name: TaskRun}`` in definition order, then the instances of
+            mapped tasks (``fetch[0]``, ...; see :meth:`instances`).
     """
 
     run_id: str
@@ -179,11 +235,18 @@ class RunResult:
 
     @property
     def counts(self) -> dict[TaskState, int]:
-        """How many tasks ended in each state that occurred."""
+        """How many tasks ended in each state that occurred: each instance of a mapped task
+        counts as a task, the mapped task itself (their summary) does not."""
         counts: dict[TaskState, int] = {}
-        for state in _states(self.tasks):
+        for state in _counted(self.tasks):
             counts[state] = counts.get(state, 0) + 1
         return counts
+
+    def instances(self, name: str) -> list[TaskRun]:
+        """The runs of the instances of mapped task ``name``, in item order (see
+        :meth:`TaskRuns.instances`; ``[]`` when ``tasks`` is a plain mapping)."""
+        tasks = self.tasks
+        return tasks.instances(name) if isinstance(tasks, TaskRuns) else []
 
     @property
     def errors(self) -> dict[str, BaseException]:

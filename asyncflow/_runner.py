@@ -64,6 +64,7 @@ Events go to the listeners synchronously; with no listener no event object is bu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -100,6 +101,7 @@ from ._events import (
 )
 from ._executors import Submit
 from ._graph import Node
+from ._mapping import checkpoint_name
 from ._outcomes import RunState
 from ._result import RunResult
 from ._serializers import Serializer
@@ -250,19 +252,26 @@ class Run(RunState):
         task = node.task
         self.states[i] = RUNNING
         self.started[i] = self.now()
+        if node.maps:  # a mapped task: make its instances, which then run as tasks
+            self.expand(i)
+            return
         preloaded = self.preloaded.get(i) if self.preloaded else None
         if preloaded is not None:  # outside the selection of a partial run
             await self.warn_if_stale(node, preloaded)
             self.cached(i, preloaded)
             return
+        name = node.name
         store = self.store if task.checkpoint else None
         base: KeyBase | None = None
         prior: CacheKey | None = None
         serializer = task.serializer or self.serializer
+        saved_as = name
         if store is not None:
             try:
                 base = await self.base_key(node, serializer)
-                found = await lookup(store, task.name, serializer, base, self.params, force=self.force)
+                if node.parent >= 0:
+                    saved_as = self.instance_checkpoint(node)
+                found = await lookup(store, saved_as, serializer, base, self.params, force=self.force)
                 prior = found.key
                 self.keys[i] = prior.key
                 checkpoint = found.checkpoint
@@ -277,10 +286,17 @@ class Run(RunState):
         kwargs = {param: results[u] for param, u in node.inputs}
         for param, group in node.gathers:
             kwargs[param] = [results[u] for u in group]
+        for param, item, _ in node.bound:
+            kwargs[param] = item
         tracked = TrackedParams(self.params) if task.wants_params or task.wants_context else None
         if task.wants_params:
             kwargs["params"] = tracked
         policy = task.retry
+        call = task
+        if node.parent >= 0 and not (task.is_async and task.timeout is None):
+            # Errors raised around the call (timeout, pickling, forgotten await) name the task
+            # they are given: give them the instance, fetch[3], not the mapped task.
+            call = dataclasses.replace(task, name=name)
         attempt = 0
         result: Any = None
         while True:
@@ -289,22 +305,22 @@ class Run(RunState):
             attempt += 1
             self.attempts[i] = attempt
             if task.wants_context:
-                kwargs["context"] = self.context(task.name, attempt, tracked)
+                kwargs["context"] = self.context(name, attempt, tracked)
             if self.listeners:
                 self.emit(
                     TaskStarted(
                         run_id=self.run_id,
                         time=self.now(),
-                        task=task.name,
+                        task=name,
                         attempt=attempt,
                         cache_key=self.keys[i],
                     )
                 )
             try:
                 if task.timeout is None:  # one coroutine frame less on the common path
-                    result = await call_task(task, kwargs, self.submit_of(i))
+                    result = await call_task(call, kwargs, self.submit_of(i))
                 else:
-                    result = await run_attempt(task, kwargs, self.submit_of(i), self.threads)
+                    result = await run_attempt(call, kwargs, self.submit_of(i), self.threads)
             except Exception as exc:
                 retry = not isinstance(exc, ForgottenAwaitError | TaskPicklingError) and policy.should_retry(
                     attempt, exc
@@ -315,7 +331,7 @@ class Run(RunState):
                         AttemptFailed(
                             run_id=self.run_id,
                             time=self.now(),
-                            task=task.name,
+                            task=name,
                             attempt=attempt,
                             error=exc,
                             retry_in=delay,
@@ -336,7 +352,7 @@ class Run(RunState):
             read = tracked.read if tracked is not None else ()
             if self.stager is not None:
                 try:
-                    staged = stage(self.stager, task.name, serializer, base, read, self.params, result, prior)
+                    staged = stage(self.stager, saved_as, serializer, base, read, self.params, result, prior)
                 except CheckpointError as exc:
                     self.fail(i, exc)
                     return
@@ -348,7 +364,7 @@ class Run(RunState):
                         self.tg.start_soon(self.commit_staged)
                     return
             try:
-                saved, key = await save(store, task.name, serializer, base, read, self.params, result, prior)
+                saved, key = await save(store, saved_as, serializer, base, read, self.params, result, prior)
             except CheckpointError as exc:
                 self.fail(i, exc)
                 return
@@ -422,7 +438,7 @@ class Run(RunState):
         missing = missing_outputs(task, self.workdir, self.params)
         if missing:
             log_safely(
-                logger.bind(run_id=self.run_id, task=task.name),
+                logger.bind(run_id=self.run_id, task=self.nodes[i].name),
                 "INFO",
                 "checkpoint matches but output {} is missing: running it again",
                 missing[0],
@@ -436,9 +452,19 @@ class Run(RunState):
 
     def submit_of(self, i: int) -> Submit | None:
         """Where task ``i`` runs: ``None`` for a coroutine (on the event loop)."""
-        if self.nodes[i].task.is_async:
+        node = self.nodes[i]
+        if node.task.is_async:
             return None
-        return self.thread_submit if self.submits is None else self.submits[i]
+        if self.submits is None:
+            return self.thread_submit
+        return self.submits[i if node.parent < 0 else node.parent]  # an instance runs where its task does
+
+    def instance_checkpoint(self, node: Node) -> str:
+        """The store name of instance ``node``: by its items' values (see :func:`checkpoint_name`)."""
+        mapped = {p for p, _ in self.nodes[node.parent].maps}
+        digests = [d for _, _, d in node.bound]
+        digests += [self.digests[u] or "" for p, u in node.inputs if p in mapped]
+        return checkpoint_name(node.task.name, digests)
 
     def context(self, task: str, attempt: int, params: Mapping[str, Any] | None) -> RunContext:
         return RunContext(

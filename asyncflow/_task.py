@@ -21,12 +21,55 @@ from ._errors import InvalidTaskNameError, PipelineDefinitionError
 from ._retry import RetryPolicy
 from ._serializers import Serializer, resolve_serializer
 
-__all__ = ["RESERVED_PARAMETERS", "Task", "make_task", "missing_outputs"]
+__all__ = ["RESERVED_PARAMETERS", "Each", "Task", "each", "make_task", "missing_outputs"]
 
 RESERVED_PARAMETERS = frozenset({"params", "context"})
 """Parameter names a task may declare to receive the run's parameters (a read-only mapping
 that records which it reads) or its :class:`asyncflow.RunContext`; they never name an
 upstream task."""
+
+
+@dataclass(frozen=True, slots=True)
+class Each:
+    """A mapped input: see :func:`each`.
+
+    Attributes:
+        task: the name of the upstream task whose result's items the parameter receives.
+    """
+
+    task: str
+
+
+def each(task: str) -> Each:
+    """Map a task over the items of an upstream task's result (run-time fan-out).
+
+    Used in ``inputs=``: ``@pipeline.task(inputs={"url": asyncflow.each("urls")})`` runs
+    the task once per item of ``urls``' result (a list), as the *instances*
+    ``fetch[0]``, ``fetch[1]``, ... Each instance is a task of its own: its own attempts,
+    retries, timeout, pool slot, events and checkpoint, keyed on its item's *value*, so
+    adding an item runs one more instance and reordering the list runs none. The task's
+    other parameters are passed whole to every instance; several ``each`` inputs of one
+    task are zipped (their lengths must be equal). Mapping over a mapped task
+    (``each("fetch")``) chains the two: instance ``k`` starts the moment instance ``k`` of
+    the upstream is done, with no barrier. A task that takes a mapped task as an ordinary
+    parameter receives the list of its instances' results, in item order (``[]`` for no
+    items), once all of them are done (like Airflow's ``expand`` or Prefect's ``.map``).
+
+    Args:
+        task: the upstream task's name.
+
+    Raises:
+        PipelineDefinitionError: ``task`` is not a string (when the task is declared);
+            ``UnknownDependencyError`` when no task has that name (when the pipeline is
+            validated). At run time, an upstream result that is not a list, or zipped
+            inputs of unequal lengths, fail the mapped task with an error naming them.
+    """
+    if not isinstance(task, str):
+        raise PipelineDefinitionError(
+            f"asyncflow.each() takes the name of a task, not {task!r}"
+            + (f"; write each({task.__name__!r})" if callable(task) and hasattr(task, "__name__") else "")
+        )
+    return Each(task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +85,9 @@ class Task:
             is not reserved, in signature order.
         inputs: explicit ``{parameter: upstream task name}`` mapping; a value that is a
             tuple of names feeds the parameter a list of those tasks' results, in that
-            order (fan-in). Any other parameter is fed by the task of the same name.
+            order (fan-in), and an :class:`Each` maps the task over the items of that
+            task's result (see :func:`each`). Any other parameter is fed by the task of
+            the same name.
         after: names of upstream tasks that must finish first but pass no data.
         wants_params: ``fn`` declares a ``params`` parameter.
         wants_context: ``fn`` declares a ``context`` parameter.
@@ -69,7 +114,7 @@ class Task:
     fn: Callable[..., Any]
     is_async: bool
     parameters: tuple[tuple[str, bool], ...]
-    inputs: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    inputs: Mapping[str, str | tuple[str, ...] | Each] = field(default_factory=dict)
     after: tuple[str, ...] = ()
     wants_params: bool = False
     wants_context: bool = False
@@ -111,7 +156,7 @@ def missing_outputs(task: Task, workdir: Path, params: Mapping[str, Any]) -> lis
 _REJECTED_KINDS = frozenset(
     {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY}
 )
-_NO_INPUTS: Mapping[str, str | tuple[str, ...]] = types.MappingProxyType({})
+_NO_INPUTS: Mapping[str, str | tuple[str, ...] | Each] = types.MappingProxyType({})
 """Shared by every task without ``inputs`` (most of them), so a big fan-out holds no empty dicts."""
 
 
@@ -190,7 +235,7 @@ def make_task(
     fn: Callable[..., Any],
     *,
     name: str | None,
-    inputs: Mapping[str, str | Sequence[str]] | None,
+    inputs: Mapping[str, str | Sequence[str] | Each] | None,
     after: tuple[str, ...],
     retry: RetryPolicy,
     timeout: float | None,
@@ -238,16 +283,16 @@ def make_task(
         )
     parameters = analysis.parameters
 
-    mapping: dict[str, str | tuple[str, ...]] = {}
+    mapping: dict[str, str | tuple[str, ...] | Each] = {}
     for param_name, source in (inputs or {}).items():
-        if isinstance(source, str):
+        if isinstance(source, str | Each):
             mapping[param_name] = source
         elif isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
             mapping[param_name] = tuple(source)
         else:
             raise PipelineDefinitionError(
-                f"task {task_name!r}: inputs[{param_name!r}] must be a task name or a list of "
-                f"task names, not {source!r}"
+                f"task {task_name!r}: inputs[{param_name!r}] must be a task name, a list of "
+                f"task names or asyncflow.each(task name), not {source!r}"
             )
     declared = {p for p, _ in parameters} if mapping else set()
     for param_name in mapping:

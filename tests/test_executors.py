@@ -60,6 +60,10 @@ def pid_of_worker() -> int:
     return os.getpid()
 
 
+def square_with_pid(n: int) -> list[int]:
+    return [n * n, os.getpid()]
+
+
 def flaky(params: dict[str, Any]) -> str:
     """Fail the first two attempts; the count lives in a file, shared by every process."""
     counter = Path(params["dir"]) / "flaky.count"
@@ -170,6 +174,30 @@ class ExecutorContract:
         assert "squares" in saved(tmp_path, "mixed")
         again = await run(p, tmp_path, executor, checkpoints=True)
         assert again.counts == {TaskState.CACHED: 4}
+
+    async def test_instances_of_a_mapped_task_are_submitted_like_tasks(
+        self, executor: Executor, tmp_path: Path
+    ) -> None:
+        p = Pipeline("mapped")
+
+        @p.task
+        async def numbers() -> list[int]:
+            return [1, 2, 3]
+
+        p.task(square_with_pid, name="square", inputs={"n": asyncflow.each("numbers")})
+
+        @p.task
+        async def total(square: list[list[int]]) -> int:
+            return sum(s for s, _ in square)
+
+        result = await run(p, tmp_path, executor, checkpoints=True)
+        assert result.ok, result.errors
+        assert result.tasks["total"].result == 14
+        pids = {pid for _, pid in result.tasks["square"].result}
+        assert (os.getpid() not in pids) is self.remote
+        assert [t.attempts for t in result.instances("square")] == [1, 1, 1]
+        again = await run(p, tmp_path, executor, checkpoints=True)
+        assert again.counts == {TaskState.CACHED: 5}
 
     async def test_task_declared_local_stays_in_this_process(
         self, executor: Executor, tmp_path: Path

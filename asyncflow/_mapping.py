@@ -1,0 +1,366 @@
+"""Run-time fan-out: a mapped task becomes one instance per item (see :func:`~asyncflow.each`).
+
+Policy
+------
+A *mapped task* (a node with ``maps``) never runs itself. When it becomes ready, the
+runner calls :meth:`Mapping.expand`: the lengths of what it is mapped over are checked
+(a plain list's, or a mapped upstream's number of instances), and one *instance* node per
+item is appended to the run's columns, named ``task[k]``. An instance is an ordinary task
+from then on: its own attempts, retries, timeout, pool slot, events and checkpoint.
+
+No barrier. An instance of a task mapped over a mapped task (``each("fetch")``) depends
+on the one upstream instance with its position, not on the whole mapped upstream: it is
+added to that instance's downstream list and starts when it is done. So the edge from a
+mapped task to a task mapped over it (a *chained* edge) is satisfied when the upstream is
+*expanded*, not when it completes. Every other edge out of a mapped task (a task that
+takes its whole list) is satisfied when all of its instances are done (:meth:`complete`).
+
+Checkpoints. An instance's checkpoint is stored under ``task[<digest>]``, the digest of
+its items' *values* (:func:`checkpoint_name`), and its cache key folds in its items'
+digests, not its position: adding an item runs one more instance, reordering the list
+runs none. The whole list a downstream task receives has the digest of its instances'
+digests, in order (so reordering re-runs that task).
+
+Failures. A failed instance skips the instances chained to it (through its downstream
+list); the other instances run to completion. Once all instances ended, the mapped task
+succeeds with the list of their results, or fails (a :class:`~asyncflow.MappingError`
+naming the instances that did not succeed) and skips the tasks that take its list.
+
+Cost. A graph without mapped tasks never reaches this module: the runner's hot path adds
+one integer comparison per finished task. Expanding costs one node per instance and one
+entry in each per-task column, the same as a task declared statically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from ._cache import result_digest, volatile_key
+from ._errors import MappingError
+from ._events import Event, TaskCached, TaskFailed, TaskMapped, TaskSkipped, TaskState, TaskSucceeded
+from ._graph import Graph, Node
+
+__all__ = ["Expansion", "MappedTasks", "checkpoint_name", "combined_digest", "instance_item", "item_digest"]
+
+PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
+_BAD = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
+
+
+class Expansion:
+    """The instances of one expanded mapped task: node indices ``first .. first + count - 1``.
+
+    ``open`` counts those not yet ended; ``failed`` and ``skipped`` those that ended so.
+    """
+
+    __slots__ = ("count", "failed", "first", "open", "skipped")
+
+    def __init__(self, first: int, count: int) -> None:
+        self.first = first
+        self.count = count
+        self.open = count
+        self.failed = 0
+        self.skipped = 0
+
+    @property
+    def indices(self) -> range:
+        """The node indices of the instances, in item order."""
+        return range(self.first, self.first + self.count)
+
+
+def item_digest(item: Any, fallback: str) -> str:
+    """The digest of one item an instance receives: of its strict JSON, else of its pickle.
+
+    ``fallback`` (a :func:`~asyncflow._cache.volatile_key`) when it is neither: the
+    instance then runs on every run, as a task below an unhashable result does.
+    """
+    digest = result_digest(item)
+    if digest is not None:
+        return digest
+    try:
+        return hashlib.sha256(pickle.dumps(item, protocol=5)).hexdigest()
+    except Exception:
+        return fallback
+
+
+def combined_digest(digests: Iterable[str]) -> str:
+    """One digest for an ordered list of digests (of a mapped task's list of results)."""
+    return hashlib.sha256("\x1e".join(digests).encode()).hexdigest()
+
+
+def checkpoint_name(task: str, digests: Iterable[str]) -> str:
+    """The store name of an instance of ``task`` whose mapped items have ``digests``.
+
+    ``task[`` and 16 hex digits of their combined digest ``]``: by value, not position,
+    so the same item finds its checkpoint wherever it is in the list.
+    """
+    return f"{task}[{combined_digest(digests)[:16]}]"
+
+
+def instance_item(node: Node, results: Sequence[Any], template: Node) -> Any:
+    """The item an instance received: one value, or ``{parameter: value}`` for zipped inputs."""
+    mapped = {p for p, _ in template.maps}
+    values = {p: item for p, item, _ in node.bound}
+    values.update((p, results[u]) for p, u in node.inputs if p in mapped)
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+class MappedTasks:
+    """The mapped-task half of a run's state: :class:`asyncflow._outcomes.RunState` mixes it in.
+
+    The attributes it reads are the run state's columns (see that module); the methods it
+    calls back (:meth:`skip_below`, :meth:`emit`) are defined there.
+    """
+
+    graph: Graph
+    nodes: list[Node]
+    index: Mapping[str, int]
+    static: int
+    expansions: dict[int, Expansion]
+    run_id: str
+    remaining: list[int]
+    states: list[TaskState]
+    results: list[Any]
+    keys: list[str | None]
+    digests: list[str | None]
+    marks: list[str | None]
+    sizes: list[int | None]
+    attempts: list[int]
+    started: list[float | None]
+    finished: list[float | None]
+    errors: list[BaseException | None]
+    reasons: list[str | None]
+    pool_tags: list[tuple[str, ...]]
+    ready: Any
+    listeners: list[Any]
+    now: Callable[[], float]
+
+    def emit(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def fail(self, i: int, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def skip_below(self, i: int, start: Sequence[int], t: float) -> None:
+        raise NotImplementedError
+
+    # -- expanding ------------------------------------------------------------------------
+
+    def expand(self, t: int) -> None:
+        """Make the instances of mapped task ``t``, whose upstream tasks are done or expanded."""
+        node = self.nodes[t]
+        name = node.task.name
+        nodes, results, expansions = self.nodes, self.results, self.expansions
+        lengths: list[tuple[str, str, int]] = []  # (parameter, upstream, length)
+        plain: list[tuple[str, Sequence[Any]]] = []
+        chained: list[tuple[str, Expansion]] = []
+        for param, u in node.maps:
+            upstream = nodes[u].name
+            expansion = expansions.get(u)
+            if expansion is not None:
+                chained.append((param, expansion))
+                lengths.append((param, upstream, expansion.count))
+                continue
+            value = results[u]
+            if not isinstance(value, list | tuple):
+                self.fail(
+                    t,
+                    MappingError(
+                        name,
+                        f"task {name!r} is mapped over the result of {upstream!r} (parameter "
+                        f"{param!r}), which must be a list, not {type(value).__qualname__}",
+                    ),
+                )
+                return
+            plain.append((param, value))
+            lengths.append((param, upstream, len(value)))
+        if len({n for _, _, n in lengths}) > 1:
+            described = " and ".join(f"{p!r} over {u!r} has {n} items" for p, u, n in lengths)
+            self.fail(t, MappingError(name, f"task {name!r} zips inputs of unequal lengths: {described}"))
+            return
+        count = lengths[0][2]
+        first = len(nodes)
+        expansion = expansions[t] = Expansion(first, count)
+        # The instances' own upstream: the mapped task's, less what it maps over (each
+        # instance gets its item, or its upstream instance, instead) unless it also takes
+        # that task whole.
+        over = {u for _, u in node.maps}
+        data = {u for _, u in node.inputs} | {u for _, g in node.gathers for u in g}
+        static_up = tuple(u for u in node.upstream if u not in over or u in data)
+        labels = tuple(f"{name}[{k}]" for k in range(count))
+        states = self.states
+        new_remaining = [0] * count
+        blocked: list[tuple[int, int]] = []  # (instance, the upstream instance that did not succeed)
+        for k in range(count):
+            j = first + k
+            bound = tuple(
+                (param, items[k], item_digest(items[k], volatile_key(f"{labels[k]}.{param}", self.run_id)))
+                for param, items in plain
+            )
+            links = tuple((param, e.first + k) for param, e in chained)
+            for _, m in links:
+                state = states[m]
+                if state is PENDING or state is RUNNING:
+                    new_remaining[k] += 1
+                    nodes[m].downstream.append(j)  # type: ignore[attr-defined]  # an instance's is a list
+                elif state in _BAD:
+                    blocked.append((j, m))
+            nodes.append(
+                Node(
+                    index=j,
+                    task=node.task,
+                    inputs=node.inputs + links,
+                    gathers=node.gathers,
+                    upstream=static_up + tuple(m for _, m in links),
+                    downstream=[],
+                    label=labels[k],
+                    parent=t,
+                    bound=bound,
+                )
+            )
+        self._grow(t, count, new_remaining, labels)
+        if self.listeners:
+            self.emit(
+                TaskMapped(
+                    run_id=self.run_id,
+                    time=self.now(),
+                    task=name,
+                    instances=labels,
+                    over=tuple(dict.fromkeys(nodes[u].name for _, u in node.maps)),
+                )
+            )
+        skipped = {j for j, _ in blocked}
+        self.ready.extend(
+            j
+            for j, n in zip(range(first, first + count), new_remaining, strict=True)
+            if n == 0 and j not in skipped
+        )
+        for j, m in blocked:
+            self.skip_below(m, (j,), self.now())
+        if count == 0:
+            self.complete(t)
+        remaining = self.remaining
+        for c in node.chained:  # their edge from this task is satisfied by the expansion
+            remaining[c] -= 1
+            if remaining[c] == 0 and states[c] is PENDING:
+                self.ready.append(c)
+
+    def _grow(self, t: int, count: int, remaining: list[int], labels: tuple[str, ...]) -> None:
+        """Add ``count`` instances of ``t`` to every per-task column."""
+        none: list[Any] = [None] * count
+        self.remaining += remaining
+        self.states += [PENDING] * count
+        for column in (
+            self.results,
+            self.keys,
+            self.digests,
+            self.marks,
+            self.sizes,
+            self.started,
+            self.finished,
+            self.errors,
+            self.reasons,
+        ):
+            column += none
+        self.attempts += [0] * count
+        if self.pool_tags:
+            self.pool_tags += [self.pool_tags[t]] * count
+        index = self.index
+        if index is self.graph.index or not isinstance(index, dict):  # the graph's own: copy it first
+            index = self.index = dict(index)
+        first = len(self.states) - count
+        index.update(zip(labels, range(first, first + count), strict=True))
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def instance_ended(self, j: int) -> None:
+        """Instance ``j`` reached a final state: complete its mapped task after the last one."""
+        expansion = self.expansions[self.nodes[j].parent]
+        expansion.open -= 1
+        state = self.states[j]
+        if state is TaskState.FAILED:
+            expansion.failed += 1
+        elif state is not TaskState.SUCCEEDED and state is not TaskState.CACHED:
+            expansion.skipped += 1
+        if expansion.open == 0:
+            self.complete(self.nodes[j].parent)
+
+    def complete(self, t: int) -> None:
+        """Every instance of ``t`` ended: ``t`` succeeds with their results, or fails."""
+        expansion = self.expansions[t]
+        node = self.nodes[t]
+        now = self.now()
+        start = self.started[t]
+        duration = 0.0 if start is None else now - start
+        states, results = self.states, self.results
+        self.finished[t] = now
+        if expansion.failed or expansion.skipped:
+            bad = [
+                self.nodes[j].name
+                for j in expansion.indices
+                if states[j] is not TaskState.SUCCEEDED and states[j] is not TaskState.CACHED
+            ]
+            shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            message = (
+                f"{len(bad)} of {expansion.count} instances of task {node.name!r} did not succeed: {shown}"
+            )
+            if expansion.failed:
+                states[t] = TaskState.FAILED
+                self.errors[t] = error = MappingError(node.name, message, bad)
+                if self.listeners:
+                    self.emit(
+                        TaskFailed(
+                            run_id=self.run_id,
+                            time=now,
+                            task=node.name,
+                            attempts=0,
+                            error=error,
+                            duration=duration,
+                        )
+                    )
+            else:
+                states[t] = TaskState.SKIPPED
+                self.reasons[t] = message
+                if self.listeners:
+                    cause = self.nodes[next(j for j in expansion.indices if states[j] is TaskState.SKIPPED)]
+                    self.emit(
+                        TaskSkipped(
+                            run_id=self.run_id, time=now, task=node.name, upstream=cause.name, reason=message
+                        )
+                    )
+            self.skip_below(t, [d for d in node.downstream if d not in node.chained], now)
+            return
+        indices = expansion.indices
+        results[t] = [results[j] for j in indices]
+        digests = self.digests
+        for j in indices:
+            if digests[j] is None:
+                digests[j] = item_digest(results[j], volatile_key(self.nodes[j].name, self.run_id))
+        self.digests[t] = combined_digest(digests[j] or "" for j in indices)
+        marks = [self.marks[j] for j in indices]
+        self.marks[t] = (
+            combined_digest(m for m in marks if m is not None)
+            if all(m is not None for m in marks)
+            else volatile_key(f"{node.name}:ran", self.run_id)
+        )
+        self.keys[t] = self.digests[t]
+        cached = expansion.count > 0 and all(states[j] is TaskState.CACHED for j in indices)
+        states[t] = TaskState.CACHED if cached else TaskState.SUCCEEDED
+        if self.listeners:
+            if cached:
+                self.emit(
+                    TaskCached(run_id=self.run_id, time=now, task=node.name, cache_key=self.digests[t] or "")
+                )
+            else:
+                self.emit(
+                    TaskSucceeded(run_id=self.run_id, time=now, task=node.name, attempt=0, duration=duration)
+                )
+        remaining, ready = self.remaining, self.ready
+        for d in node.downstream:
+            if d in node.chained:
+                continue
+            remaining[d] -= 1
+            if remaining[d] == 0 and states[d] is PENDING:
+                ready.append(d)
