@@ -184,6 +184,7 @@ async def base_key(
     digests: Sequence[str | None],
     params: Mapping[str, Any],
     serializer: str,
+    items: Sequence[tuple[str, str]] = (),
 ) -> KeyBase:
     """The :class:`KeyBase` of ``node``'s task in a run with ``params``.
 
@@ -194,6 +195,8 @@ async def base_key(
             (``None`` counts as ``""``).
         params: the run's parameters (``cache_key_fn`` receives a copy).
         serializer: the name of the task's serializer.
+        items: ``(parameter, item digest)`` for each item an instance of a mapped task
+            receives (see :func:`asyncflow._mapping.item_digests`); ``()`` for a task.
 
     Raises:
         Exception: whatever the task's ``cache_key_fn`` raises (e.g. ``OSError`` for a
@@ -211,7 +214,7 @@ async def base_key(
         [(nodes[u].task.name, digests[u] or "") for u in node.upstream]
         + [(param, nodes[u].task.name) for param, u in node.inputs]
         + [(param, ",".join(nodes[u].task.name for u in group)) for param, group in node.gathers]
-        + [(param, f"item:{digest}") for param, _, digest in node.bound]
+        + [(param, f"item:{digest}") for param, digest in items]
     )
     code = code_digest(task.fn)
     if code.left_out:

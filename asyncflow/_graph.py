@@ -42,8 +42,9 @@ class Node:
     Attributes:
         label: the instance's name, ``task[k]`` (``None`` for a task of the graph).
         parent: the node index of its mapped task (``-1`` for a task of the graph).
-        bound: ``(parameter, item, item digest)`` for each parameter mapped over a plain
-            list: the item it receives.
+        bound: ``(parameter, item)`` for each parameter mapped over a plain list: the item
+            it receives (hashed only when a cache key needs it: see
+            :func:`~asyncflow._mapping.item_digests`).
     """
 
     index: int
@@ -56,7 +57,7 @@ class Node:
     chained: tuple[int, ...] = ()
     label: str | None = None
     parent: int = -1
-    bound: tuple[tuple[str, Any, str], ...] = ()
+    bound: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:

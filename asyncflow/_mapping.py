@@ -43,7 +43,15 @@ from ._errors import MappingError
 from ._events import Event, TaskCached, TaskFailed, TaskMapped, TaskSkipped, TaskState, TaskSucceeded
 from ._graph import Graph, Node
 
-__all__ = ["Expansion", "MappedTasks", "checkpoint_name", "combined_digest", "instance_item", "item_digest"]
+__all__ = [
+    "Expansion",
+    "MappedTasks",
+    "checkpoint_name",
+    "combined_digest",
+    "instance_item",
+    "item_digest",
+    "item_digests",
+]
 
 PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
 _BAD = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
@@ -70,11 +78,12 @@ class Expansion:
         return range(self.first, self.first + self.count)
 
 
-def item_digest(item: Any, fallback: str) -> str:
+def item_digest(item: Any) -> str | None:
     """The digest of one item an instance receives: of its strict JSON, else of its pickle.
 
-    ``fallback`` (a :func:`~asyncflow._cache.volatile_key`) when it is neither: the
-    instance then runs on every run, as a task below an unhashable result does.
+    ``None`` when it is neither; the caller then uses a
+    :func:`~asyncflow._cache.volatile_key`, so the instance runs on every run, as a task
+    below an unhashable result does.
     """
     digest = result_digest(item)
     if digest is not None:
@@ -82,7 +91,19 @@ def item_digest(item: Any, fallback: str) -> str:
     try:
         return hashlib.sha256(pickle.dumps(item, protocol=5)).hexdigest()
     except Exception:
-        return fallback
+        return None
+
+
+def item_digests(node: Node, run_id: str) -> tuple[tuple[str, str], ...]:
+    """``(parameter, digest)`` of each item instance ``node`` receives from a plain list.
+
+    Computed when the instance's key is (not when it is made: a run without checkpoints
+    never hashes an item).
+    """
+    return tuple(
+        (param, item_digest(item) or volatile_key(f"{node.name}.{param}", run_id))
+        for param, item in node.bound
+    )
 
 
 def combined_digest(digests: Iterable[str]) -> str:
@@ -90,19 +111,21 @@ def combined_digest(digests: Iterable[str]) -> str:
     return hashlib.sha256("\x1e".join(digests).encode()).hexdigest()
 
 
-def checkpoint_name(task: str, digests: Iterable[str]) -> str:
+def checkpoint_name(task: str, digests: Sequence[str]) -> str:
     """The store name of an instance of ``task`` whose mapped items have ``digests``.
 
-    ``task[`` and 16 hex digits of their combined digest ``]``: by value, not position,
-    so the same item finds its checkpoint wherever it is in the list.
+    ``task[``, 16 hex digits of the item's digest (of their :func:`combined_digest` for
+    zipped items), ``]``: by value, not position, so the same item finds its checkpoint
+    wherever it is in the list.
     """
-    return f"{task}[{combined_digest(digests)[:16]}]"
+    digest = digests[0] if len(digests) == 1 else combined_digest(digests)
+    return f"{task}[{digest[:16]}]"
 
 
 def instance_item(node: Node, results: Sequence[Any], template: Node) -> Any:
     """The item an instance received: one value, or ``{parameter: value}`` for zipped inputs."""
     mapped = {p for p, _ in template.maps}
-    values = {p: item for p, item, _ in node.bound}
+    values = dict(node.bound)
     values.update((p, results[u]) for p, u in node.inputs if p in mapped)
     return next(iter(values.values())) if len(values) == 1 else values
 
@@ -193,12 +216,15 @@ class MappedTasks:
         states = self.states
         new_remaining = [0] * count
         blocked: list[tuple[int, int]] = []  # (instance, the upstream instance that did not succeed)
-        for k in range(count):
+        task, inputs, gathers = node.task, node.inputs, node.gathers
+        if not chained and len(plain) == 1:  # the common case, without the general loop's work
+            param, items = plain[0]
+            nodes += [
+                Node(j, task, inputs, gathers, static_up, [], (), (), label, t, ((param, item),))
+                for j, label, item in zip(range(first, first + count), labels, items, strict=True)
+            ]
+        for k in range(count if chained or len(plain) != 1 else 0):
             j = first + k
-            bound = tuple(
-                (param, items[k], item_digest(items[k], volatile_key(f"{labels[k]}.{param}", self.run_id)))
-                for param, items in plain
-            )
             links = tuple((param, e.first + k) for param, e in chained)
             for _, m in links:
                 state = states[m]
@@ -207,19 +233,9 @@ class MappedTasks:
                     nodes[m].downstream.append(j)  # type: ignore[attr-defined]  # an instance's is a list
                 elif state in _BAD:
                     blocked.append((j, m))
-            nodes.append(
-                Node(
-                    index=j,
-                    task=node.task,
-                    inputs=node.inputs + links,
-                    gathers=node.gathers,
-                    upstream=static_up + tuple(m for _, m in links),
-                    downstream=[],
-                    label=labels[k],
-                    parent=t,
-                    bound=bound,
-                )
-            )
+            bound = tuple((param, items[k]) for param, items in plain)
+            ups = static_up + tuple(m for _, m in links)
+            nodes.append(Node(j, task, inputs + links, gathers, ups, [], (), (), labels[k], t, bound))
         self._grow(t, count, new_remaining, labels)
         if self.listeners:
             self.emit(
@@ -334,24 +350,12 @@ class MappedTasks:
             return
         indices = expansion.indices
         results[t] = [results[j] for j in indices]
-        digests = self.digests
-        for j in indices:
-            if digests[j] is None:
-                digests[j] = item_digest(results[j], volatile_key(self.nodes[j].name, self.run_id))
-        self.digests[t] = combined_digest(digests[j] or "" for j in indices)
-        marks = [self.marks[j] for j in indices]
-        self.marks[t] = (
-            combined_digest(m for m in marks if m is not None)
-            if all(m is not None for m in marks)
-            else volatile_key(f"{node.name}:ran", self.run_id)
-        )
-        self.keys[t] = self.digests[t]
         cached = expansion.count > 0 and all(states[j] is TaskState.CACHED for j in indices)
         states[t] = TaskState.CACHED if cached else TaskState.SUCCEEDED
         if self.listeners:
             if cached:
                 self.emit(
-                    TaskCached(run_id=self.run_id, time=now, task=node.name, cache_key=self.digests[t] or "")
+                    TaskCached(run_id=self.run_id, time=now, task=node.name, cache_key=self.mapped_digest(t))
                 )
             else:
                 self.emit(
@@ -364,3 +368,35 @@ class MappedTasks:
             remaining[d] -= 1
             if remaining[d] == 0 and states[d] is PENDING:
                 ready.append(d)
+
+    # -- digests, for the tasks below -----------------------------------------------------
+
+    def mapped_digest(self, t: int) -> str:
+        """The digest of mapped task ``t``'s list of results: of its instances' digests, in
+        order (each instance's checkpoint digest, or its result hashed by value).
+
+        Computed when a task below needs it, so a run without checkpoints hashes nothing.
+        """
+        digest = self.digests[t]
+        if digest is None:
+            digests, results, nodes = self.digests, self.results, self.nodes
+            indices = self.expansions[t].indices
+            for j in indices:
+                if digests[j] is None:
+                    digests[j] = item_digest(results[j]) or volatile_key(nodes[j].name, self.run_id)
+            digest = self.digests[t] = combined_digest(digests[j] or "" for j in indices)
+        return digest
+
+    def mapped_mark(self, t: int) -> str:
+        """What a task below mapped task ``t`` folds in across a side-effect edge (see
+        :func:`~asyncflow._cache.effect_mark`): its instances' marks, or a volatile key
+        when one of them has none (it kept no checkpoint)."""
+        mark = self.marks[t]
+        if mark is None:
+            marks = [self.marks[j] for j in self.expansions[t].indices]
+            if all(m is not None for m in marks):
+                mark = combined_digest(m for m in marks if m is not None)
+            else:
+                mark = volatile_key(f"{self.nodes[t].name}:ran", self.run_id)
+            self.marks[t] = mark
+        return mark

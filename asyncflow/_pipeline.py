@@ -5,43 +5,27 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 
 from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
 from ._events import Listener
-from ._execute import execute
-from ._executors import Executor, resolve_executor
+from ._executors import Executor
 from ._graph import Graph, build_graph
-from ._lock import LOCK_MODES, LockMode, WorkdirLock
-from ._logging import LogListener
+from ._launch import DEFAULT_WORKDIR, default_file_store, launch
+from ._lock import LockMode
 from ._options import TaskOptions, one_or_many, retry_policy
-from ._recorder import RunRecorder, save_after_run
+from ._recorder import RunRecorder
 from ._result import RunResult
-from ._runner import new_run_id
 from ._serializers import JSON, Serializer, resolve_serializer
-from ._store import CheckpointStore, FileStore, file_stem
+from ._store import CheckpointStore
 from ._stream import EventStream
-from ._task import Each, Task, make_task, missing_outputs
+from ._task import Each, Task, make_task
 
-__all__ = ["DEFAULT_WORKDIR", "Pipeline"]
+__all__ = ["DEFAULT_WORKDIR", "Pipeline", "default_file_store"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEFAULT_WORKDIR = Path(".asyncflow")
-"""The working directory used when none is given, relative to the current directory."""
-
-
-def default_file_store(workdir: Path, pipeline: str) -> FileStore:
-    """The store a run uses by default: ``<workdir>/checkpoints/<pipeline>/``.
-
-    Each pipeline has a folder of its own (named by :func:`~asyncflow._store.file_stem`),
-    so pipelines can share a working directory; asyncflow 0.1's ``checkpoints/<task>.json``
-    files are still found (``legacy=``).
-    """
-    return FileStore(workdir / "checkpoints" / file_stem(pipeline), legacy=workdir / "checkpoints")
 
 
 class Pipeline:
@@ -345,59 +329,29 @@ class Pipeline:
         """
         try:
             graph = self.validate()
-            merged = self.resolve_params(params)
-            root = Path(workdir) if workdir is not None else DEFAULT_WORKDIR
-            for task in self._tasks.values():
-                if task.outputs:
-                    missing_outputs(task, root.resolve(), merged)  # a bad template raises here
-            chosen_executor = resolve_executor(executor)
-            default_store = checkpoints and store is None
-            if default_store:
-                store = default_file_store(root, self.name)
-            if not checkpoints:
-                store = None
-            if default_store or record or workdir is not None:
-                # Only what is asked for touches the disk: a run in memory writes nothing.
-                await anyio.Path(root).mkdir(parents=True, exist_ok=True)
-            run_id = run_id or new_run_id()
-            if lock is not None and lock not in LOCK_MODES:
-                raise ValueError(f"lock must be 'fail', 'wait' or None, not {lock!r}")
-            held = None
-            if lock is not None and default_store and isinstance(store, FileStore):
-                held = WorkdirLock(
-                    root, mode=lock, run_id=run_id, pipeline=self.name, cleanup=(store.directory,)
-                )
-                await held.acquire()
-            logs = log and LogListener.wanted()  # decided once, as the run starts
-            all_listeners: list[Listener] = [*listeners, LogListener()] if logs else list(listeners)
-            recorder = record if isinstance(record, RunRecorder) else RunRecorder() if record else None
-            if recorder is not None:
-                all_listeners.append(recorder)
-            try:
-                return await execute(
-                    graph,
-                    pipeline=self.name,
-                    params=merged,
-                    workdir=root.resolve(),
-                    store=store,
-                    force=force,
-                    max_concurrency=max_concurrency,
-                    fail_fast=fail_fast,
-                    listeners=all_listeners,
-                    run_id=run_id,
-                    seed=seed,
-                    selected=None if only is None else list(only),
-                    pools=pools,
-                    executor=chosen_executor,
-                    serializer=self.serializer,
-                    threads=threads,
-                    warn_blocking=warn_blocking,
-                )
-            finally:
-                if held is not None:
-                    held.release()
-                if recorder is not None:
-                    await save_after_run(recorder, root / "runs")
+            return await launch(
+                graph,
+                pipeline=self.name,
+                params=self.resolve_params(params),
+                serializer=self.serializer,
+                workdir=workdir,
+                checkpoints=checkpoints,
+                store=store,
+                record=record,
+                lock=lock,
+                log=log,
+                listeners=listeners,
+                run_id=run_id,
+                executor=executor,
+                force=force,
+                max_concurrency=max_concurrency,
+                fail_fast=fail_fast,
+                seed=seed,
+                selected=None if only is None else list(only),
+                pools=pools,
+                threads=threads,
+                warn_blocking=warn_blocking,
+            )
         except BaseException:
             # An EventStream's reader waits for RunFinished, which a run that never
             # started (an invalid parameter, a held lock, ...) does not send: end it here.

@@ -43,16 +43,13 @@ group instead, and every unfinished task ends CANCELLED. A task that raises
 ``KeyboardInterrupt`` fails and cancels the run the same way, and the run then re-raises
 that ``KeyboardInterrupt`` (noting the task) to its caller, on both backends.
 
-Checkpoints. When the run has a store, a checkpointed task's key is computed when it
-becomes ready (see :mod:`asyncflow._cache`: code, the parameters it read last time, its
-``cache_key_fn`` value and its upstream tasks' *result digests*); a task whose stored key
-matches is CACHED without running (:mod:`asyncflow._checkpointing`). A task declared
-``checkpoint=False`` computes no key at all; its result is hashed by value only when a
-task below it needs the digest. A succeeded task's result is saved and what downstream
-tasks receive is what the serializer loads back. With a store that stages (the
-:class:`~asyncflow.FileStore`), saving is a group commit: the task's journal line is
-queued, its worker moves on, and one committer task per run makes each batch durable
-with one fsync and only then reports its tasks SUCCEEDED and readies their downstream.
+Checkpoints. A checkpointed task's key is computed when it becomes ready, and a task
+whose stored key matches is CACHED without running; a succeeded task's result is saved
+(a group commit with the :class:`~asyncflow.FileStore`) before it is reported SUCCEEDED.
+See :mod:`asyncflow._run_checkpoints`.
+
+Mapped tasks. A task mapped with :func:`~asyncflow.each` is expanded into instances when
+it becomes ready, and they are scheduled like any task (see :mod:`asyncflow._mapping`).
 
 State. The per-task columns and the outcomes are :class:`asyncflow._outcomes.RunState`'s;
 this class adds the number of tasks ``running``, the workers ``pending`` (started but
@@ -71,23 +68,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
-from loguru import logger
 
 from ._attempt import call_task, run_attempt
 from ._cache import (
     CacheKey,
-    DigestView,
     KeyBase,
     TrackedParams,
-    base_key,
-    effect_edges,
     effect_mark,
-    finish_key,
-    result_digest,
-    volatile_key,
 )
-from ._checkpointing import lookup, recorded_reads, save, stage, write_failed
-from ._context import RunContext, log_safely, task_logger
+from ._checkpointing import lookup, save, stage
+from ._context import RunContext, task_logger
 from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
@@ -100,13 +90,9 @@ from ._events import (
     TaskState,
 )
 from ._executors import Submit
-from ._graph import Node
-from ._mapping import checkpoint_name
-from ._outcomes import RunState
+from ._mapping import item_digests
 from ._result import RunResult
-from ._serializers import Serializer
-from ._store import Checkpoint
-from ._task import missing_outputs
+from ._run_checkpoints import CheckpointedRun
 
 __all__ = ["Run", "new_run_id"]
 
@@ -134,7 +120,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-class Run(RunState):
+class Run(CheckpointedRun):
     # -- the run --------------------------------------------------------------------------
 
     async def execute(self) -> RunResult:
@@ -260,17 +246,21 @@ class Run(RunState):
             await self.warn_if_stale(node, preloaded)
             self.cached(i, preloaded)
             return
-        name = node.name
+        label = node.label
+        name = task.name if label is None else label
         store = self.store if task.checkpoint else None
         base: KeyBase | None = None
         prior: CacheKey | None = None
-        serializer = task.serializer or self.serializer
-        saved_as = name
         if store is not None:
+            serializer = task.serializer or self.serializer
+            saved_as = name
             try:
-                base = await self.base_key(node, serializer)
-                if node.parent >= 0:
-                    saved_as = self.instance_checkpoint(node)
+                if label is None:
+                    base = await self.base_key(node, serializer)
+                else:  # an instance of a mapped task: keyed and stored by its items' values
+                    items = item_digests(node, self.run_id)
+                    base = await self.base_key(node, serializer, items)
+                    saved_as = self.instance_checkpoint(node, items)
                 found = await lookup(store, saved_as, serializer, base, self.params, force=self.force)
                 prior = found.key
                 self.keys[i] = prior.key
@@ -286,17 +276,17 @@ class Run(RunState):
         kwargs = {param: results[u] for param, u in node.inputs}
         for param, group in node.gathers:
             kwargs[param] = [results[u] for u in group]
-        for param, item, _ in node.bound:
-            kwargs[param] = item
         tracked = TrackedParams(self.params) if task.wants_params or task.wants_context else None
         if task.wants_params:
             kwargs["params"] = tracked
         policy = task.retry
         call = task
-        if node.parent >= 0 and not (task.is_async and task.timeout is None):
-            # Errors raised around the call (timeout, pickling, forgotten await) name the task
-            # they are given: give them the instance, fetch[3], not the mapped task.
-            call = dataclasses.replace(task, name=name)
+        if label is not None:  # an instance: its items, and its own name on the call
+            kwargs.update(node.bound)
+            if not (task.is_async and task.timeout is None):
+                # Errors raised around the call (timeout, pickling, forgotten await) name the
+                # task they are given: give them the instance, fetch[3], not the mapped task.
+                call = dataclasses.replace(task, name=name)
         attempt = 0
         result: Any = None
         while True:
@@ -375,76 +365,6 @@ class Run(RunState):
             result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
 
-    async def commit_staged(self) -> None:
-        """Make the staged checkpoints durable, a batch at a time, then succeed their tasks.
-
-        Runs in the run's task group while checkpoints are staged. Each commit is shielded,
-        so a result computed before a cancellation is still checkpointed (its task then
-        ends CANCELLED with the rest, and a rerun finds it cached).
-        """
-        assert self.stager is not None
-        try:
-            while self.staged:
-                batch, self.staged = self.staged, []
-                try:
-                    await self.stager.commit()
-                except OSError as exc:
-                    for i, _, _ in batch:
-                        self.fail(i, write_failed(self.nodes[i].name, exc))
-                    continue
-                for i, checkpoint, key in batch:
-                    self.keys[i] = key.key
-                    self.digests[i] = checkpoint.cutoff
-                    self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.cutoff)
-                    self.sizes[i] = checkpoint.size
-                    self.succeed(i, checkpoint.result, TaskState.SUCCEEDED)
-                if self.ready:
-                    self.spawn(len(self.ready))
-        finally:
-            self.committing = False
-
-    async def warn_if_stale(self, node: Node, checkpoint: Checkpoint) -> None:
-        """Warn when a checkpoint loaded for a partial run no longer matches its task."""
-        try:
-            base = await self.base_key(node, node.task.serializer or self.serializer)
-            stale = finish_key(base, recorded_reads(checkpoint), self.params).key != checkpoint.cache_key
-        except Exception:
-            stale = True
-        if stale:
-            log_safely(
-                logger.bind(run_id=self.run_id, task=node.name),
-                "WARNING",
-                "using a stale checkpoint: the task or its upstream changed since it was saved",
-            )
-
-    async def base_key(self, node: Node, serializer: Serializer) -> KeyBase:
-        """What ``node``'s key is built from, once its upstream tasks are done."""
-        digests, results, nodes = self.digests, self.results, self.nodes
-        for u in node.upstream:
-            if digests[u] is None:  # not checkpointed: hash its result by value, if it can be
-                digests[u] = result_digest(results[u]) or volatile_key(nodes[u].name, self.run_id)
-        # Across an after= edge or below a task that writes files, this task may depend on
-        # what the upstream did, not on what it returned: no early cutoff there.
-        over = {
-            u: self.marks[u] or volatile_key(f"{nodes[u].name}:ran", self.run_id)
-            for u in effect_edges(node, nodes)
-        }
-        view = digests if not over else DigestView(digests, over)
-        return await base_key(node, nodes, view, self.params, serializer.name)
-
-    def outputs_missing(self, i: int) -> bool:
-        """Whether an output file of task ``i`` is missing (so its checkpoint is not enough)."""
-        task = self.nodes[i].task
-        missing = missing_outputs(task, self.workdir, self.params)
-        if missing:
-            log_safely(
-                logger.bind(run_id=self.run_id, task=self.nodes[i].name),
-                "INFO",
-                "checkpoint matches but output {} is missing: running it again",
-                missing[0],
-            )
-        return bool(missing)
-
     def place(self, submit: Submit) -> None:
         """Send every plain def task not declared ``executor="local"`` to ``submit``."""
         local = self.thread_submit
@@ -458,13 +378,6 @@ class Run(RunState):
         if self.submits is None:
             return self.thread_submit
         return self.submits[i if node.parent < 0 else node.parent]  # an instance runs where its task does
-
-    def instance_checkpoint(self, node: Node) -> str:
-        """The store name of instance ``node``: by its items' values (see :func:`checkpoint_name`)."""
-        mapped = {p for p, _ in self.nodes[node.parent].maps}
-        digests = [d for _, _, d in node.bound]
-        digests += [self.digests[u] or "" for p, u in node.inputs if p in mapped]
-        return checkpoint_name(node.task.name, digests)
 
     def context(self, task: str, attempt: int, params: Mapping[str, Any] | None) -> RunContext:
         return RunContext(
