@@ -461,3 +461,102 @@ async def test_an_instance_checkpoint_is_stored_under_its_items_digest(tmp_path:
     fetches = [n for n in names if n.startswith("fetch[")]
     assert len(fetches) == 2 and all(len(n) == len("fetch[]") + 16 for n in fetches)
     assert "fetch[0]" not in names and "fetch" not in names
+
+
+async def test_cancelling_the_run_cancels_the_instances_and_the_mapped_task() -> None:
+    p = Pipeline("cancelled")
+    started = anyio.Event()
+
+    @p.task
+    async def items() -> list[int]:
+        return [0, 1]
+
+    @p.task(inputs={"n": asyncflow.each("items")})
+    async def work(n: int) -> int:
+        started.set()
+        await anyio.sleep(30)
+        return n
+
+    events: list[Event] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: run(p, listeners=[events.append]))
+            await started.wait()
+            tg.cancel_scope.cancel()
+    cancelled = {e.task for e in events if isinstance(e, asyncflow.TaskCancelled)}
+    assert cancelled == {"work", "work[0]", "work[1]"}
+    assert isinstance(events[-1], asyncflow.RunFinished) and not events[-1].ok
+
+
+async def test_items_that_are_not_json_are_keyed_by_their_pickle() -> None:
+    p = Pipeline("objects", serializer="pickle")
+    calls: list[complex] = []
+    values = [1 + 2j, 3j]
+
+    @p.task(checkpoint=False)
+    async def items() -> list[complex]:
+        return list(values)
+
+    @p.task(inputs={"z": asyncflow.each("items")})
+    async def conj(z: complex) -> complex:
+        calls.append(z)
+        return z.conjugate()
+
+    store = MemoryStore()
+    assert (await run(p, store=store)).tasks["conj"].result == [1 - 2j, -3j]
+    calls.clear()
+    values.append(5 + 0j)
+    result = await run(p, store=store)
+    assert calls == [5 + 0j]
+    assert result.tasks["conj"].result == [1 - 2j, -3j, 5 - 0j]
+
+
+async def test_a_mapped_task_without_checkpoints_runs_every_instance_and_keeps_its_downstream_cached() -> (
+    None
+):
+    p = Pipeline("volatile")
+    calls: list[str] = []
+
+    @p.task
+    async def items() -> list[int]:
+        return [1, 2]
+
+    @p.task(inputs={"n": asyncflow.each("items")}, checkpoint=False)
+    async def double(n: int) -> int:
+        calls.append(f"double {n}")
+        return 2 * n
+
+    @p.task
+    async def total(double: list[int]) -> int:
+        calls.append("total")
+        return sum(double)
+
+    store = MemoryStore()
+    assert (await run(p, store=store)).tasks["total"].result == 6
+    calls.clear()
+    again = await run(p, store=store)
+    assert sorted(calls) == ["double 1", "double 2"]  # same results: total stays cached (early cutoff)
+    assert again.tasks["total"].state is TaskState.CACHED
+
+
+async def test_a_task_after_a_mapped_task_waits_for_every_instance() -> None:
+    p = Pipeline("after")
+    order: list[str] = []
+
+    @p.task
+    async def items() -> list[float]:
+        return [0.2, 0.0]
+
+    @p.task(inputs={"s": asyncflow.each("items")})
+    async def slow(s: float) -> float:
+        await anyio.sleep(s)
+        order.append(f"slow {s}")
+        return s
+
+    @p.task(after=["slow"])
+    async def last() -> None:
+        order.append("last")
+
+    result = await run(p)
+    assert result.ok
+    assert order == ["slow 0.0", "slow 0.2", "last"]
