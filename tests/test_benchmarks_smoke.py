@@ -98,3 +98,15 @@ def test_large_result_benchmark_measures_both_ways_and_the_store_streams() -> No
     assert set(rows) == {"pickle.dump + fsync", "FileStore.save (pickle)"}
     assert all(row["median_s"] > 0 for row in rows.values())
     assert rows["FileStore.save (pickle)"]["peak_copies"] < 1.9
+
+
+def test_mapping_benchmark_compares_both_shapes_on_every_row() -> None:
+    """``benchmarks.mapping`` on 50 tasks: a row per shape and measurement, and its table."""
+    from benchmarks import mapping
+
+    rows = mapping.measure("asyncio", 50, 1)
+    assert {(r["shape"], r["row"]) for r in rows} == {
+        (shape, row) for shape in ("static", "mapped") for row in ("build", "cold", "warm", "in memory")
+    }
+    assert all(r["n"] == 51 and r["us_per_task"] > 0 for r in rows)
+    assert "| in memory |" in mapping.table(rows) and "mapped / static" in mapping.table(rows)

@@ -511,9 +511,7 @@ async def test_items_that_are_not_json_are_keyed_by_their_pickle() -> None:
     assert result.tasks["conj"].result == [1 - 2j, -3j, 5 - 0j]
 
 
-async def test_instances_without_checkpoints_always_run_and_keep_their_downstream_cached() -> (
-    None
-):
+async def test_instances_without_checkpoints_always_run_and_keep_their_downstream_cached() -> None:
     p = Pipeline("volatile")
     calls: list[str] = []
 
