@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from loguru import logger
 
@@ -34,9 +34,32 @@ from ._events import (
 __all__ = ["CONSOLE_FORMAT", "FILE_FORMAT", "LogFile", "LogListener", "add_cli_sinks", "log_file_failure"]
 
 CONSOLE_FORMAT = (
-    "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> <cyan>{extra[task]}</cyan> {message}"
+    "<green>{extra[clock]}</green> <level>{level: <7}</level> <cyan>{extra[task]}</cyan> {message}"
 )
-FILE_FORMAT = "{time:YYYY-MM-DDTHH:mm:ss.SSSZZ} {level: <7} run={extra[run_id]} task={extra[task]} {message}"
+"""The console line: ``HH:MM:SS.mmm LEVEL task message`` (``clock`` is set by the sink's
+format function, see :func:`_console_format`)."""
+FILE_FORMAT = "{extra[stamp]} {level: <7} run={extra[run_id]} task={extra[task]} {message}"
+"""The ``run.log`` line: ISO 8601 time to the millisecond with the UTC offset
+(``2026-12-02T15:09:10.123+00:00``), level, run id, task, message."""
+
+
+def _console_format(record: Any) -> str:
+    """The console sink's format: the clock, made with one f-string (loguru's own
+    ``{time:HH:mm:ss.SSS}`` formatter cost about 8 µs a line, more than the rest of it).
+
+    A callable format gets no ``{exception}`` appended: one line on the console;
+    tracebacks go to the log file.
+    """
+    t = record["time"]
+    record["extra"]["clock"] = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}"
+    return CONSOLE_FORMAT + "\n"
+
+
+def _file_format(record: Any) -> str:
+    """The log file's format: the time by ``datetime.isoformat`` (the same text as loguru's
+    ``{time:YYYY-MM-DDTHH:mm:ss.SSSZZ}``, at a fraction of its cost), then the traceback."""
+    record["extra"]["stamp"] = record["time"].isoformat(timespec="milliseconds")
+    return FILE_FORMAT + "\n{exception}"
 
 
 _LEVELS: dict[type[Event], int] = {
@@ -240,16 +263,11 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
     logger.remove()
     logger.configure(extra={"run_id": "-", "task": "-"})
 
-    def console_format(record: object) -> str:
-        # A callable format gets no "{exception}" appended: one line on the console;
-        # tracebacks go to the log file.
-        return CONSOLE_FORMAT + "\n"
-
     ids = [
         logger.add(
             _CurrentStderr(),
             level=level,
-            format=console_format if not json_lines else "{message}",
+            format=_console_format if not json_lines else "{message}",
             colorize=None if not json_lines else False,
             serialize=json_lines,
             backtrace=False,
@@ -267,7 +285,7 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
             logger.add(
                 _log_file,
                 level="DEBUG",
-                format=FILE_FORMAT,
+                format=_file_format,
                 backtrace=False,
                 diagnose=False,
                 colorize=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from loguru import logger
 
 import asyncflow._context
 from asyncflow import Event, Pipeline, RunContext, TaskState
+from asyncflow._logging import add_cli_sinks
 
 
 @pytest.fixture
@@ -57,3 +59,40 @@ async def test_a_sink_that_raises_never_breaks_the_run(
     assert raising_sink  # the sink was called (and raised) for the run's lines
     err = capsys.readouterr().err
     assert err.count("asyncflow: a loguru sink raised RuntimeError: the log server is down") == 1
+
+
+async def test_cli_sinks_write_the_documented_line_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Console: ``HH:MM:SS.mmm LEVEL task message``; run.log: ISO 8601 time to the
+    millisecond with its UTC offset, level, run id, task, message, then any traceback."""
+    p = Pipeline("formats")
+
+    @p.task
+    async def fine() -> int:
+        return 1
+
+    @p.task
+    async def broken(fine: int) -> int:
+        raise ValueError("on purpose")
+
+    log_file = tmp_path / "run.log"
+    ids = add_cli_sinks(level="INFO", log_file=log_file)
+    try:
+        result = await p.run(checkpoints=False, run_id="r1")
+    finally:
+        for sink_id in ids:
+            logger.remove(sink_id)
+        logger.disable("asyncflow")
+    assert result.tasks["broken"].state is TaskState.FAILED
+    console = capsys.readouterr().err.splitlines()
+    assert any(
+        re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO    fine succeeded on attempt 1 in \d\.\d{3} s", line)
+        for line in console
+    )
+    lines = log_file.read_text().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
+    assert any(re.fullmatch(stamp + r" DEBUG   run=r1 task=fine attempt 1 started", line) for line in lines)
+    failed = next(i for i, line in enumerate(lines) if "task=broken failed after 1 attempt" in line)
+    assert re.match(stamp + " ERROR   run=r1 task=broken ", lines[failed])
+    assert lines[failed + 1].startswith("Traceback") and "ValueError: on purpose" in "\n".join(lines[failed:])
