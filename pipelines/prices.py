@@ -4,15 +4,24 @@ Run it with ``python -m asyncflow pipelines.prices``. Data: ``pipelines/data/sto
 monthly closing prices (US dollars) of five tickers, January 2000 to March 2010, columns
 ``symbol,date,price`` with dates like ``Jan 1 2000`` (from the vega-datasets package).
 
-The DAG::
+The DAG, mapped at run time over the tickers ``ingest`` finds in the CSV
+(``asyncflow.each``)::
 
-    ingest ─┬─ clean_AAPL ── fit_AAPL ─┐
-            ├─ clean_AMZN ── fit_AMZN ─┤
-            ├─ ...                     ├─ report
-            └─ clean_MSFT ── fit_MSFT ─┘
+    ingest ─┬─ clean[0] ── fit[0] ─┐      AAPL
+            ├─ clean[1] ── fit[1] ─┤      AMZN
+            ├─ ...                 ├─ report
+            └─ clean[4] ── fit[4] ─┘      MSFT
 
-``ingest`` reads the CSV asynchronously; its cache key includes the file's SHA-256, so
-editing the CSV re-runs everything. Each ``fit_*`` scores three one-step-ahead forecasters
+``ingest`` reads the CSV asynchronously (its cache key includes the file's SHA-256) and
+returns one item per ticker, sorted by ticker; ``clean`` runs once per item and ``fit``
+once per cleaned series (``fit[k]`` starts as soon as ``clean[k]`` is done), and
+``report`` receives every fit, in ticker order. A CSV with a sixth ticker gets a sixth
+branch with no code change. Instances are cached by their item's value: after an edit of
+one ticker's rows, ``ingest`` runs again but only that ticker's ``clean`` and ``fit`` do
+(and ``report``); the other tickers' items are unchanged, so their instances stay cached.
+A ticker without a usable price fails its own ``clean`` instance only (its ``fit`` and the
+report are skipped; the other branches finish and are checkpointed). Each ``fit`` scores
+three one-step-ahead forecasters
 on the last ``holdout`` months (held out from fitting):
 
 * ``mean``: the mean of the training prices (the original demo's predictor);
@@ -36,7 +45,6 @@ Errors are MAE and RMSE in dollars and MAPE in percent. ``report`` writes
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import itertools
 import math
@@ -49,8 +57,6 @@ from typing import Any
 import asyncflow
 
 DATA = Path(__file__).resolve().parent / "data" / "stocks.csv"
-TICKERS = ("AAPL", "AMZN", "GOOG", "IBM", "MSFT")
-"""The tickers that get a branch; a ticker missing from the CSV fails its own branch only."""
 
 pipeline = asyncflow.Pipeline(
     "prices",
@@ -60,8 +66,14 @@ pipeline = asyncflow.Pipeline(
 
 
 @pipeline.task(cache_key_fn=lambda params: asyncflow.file_digest(params["csv"]), retries=2, retry_delay=0.2)
-async def ingest(params: Mapping[str, Any], context: asyncflow.RunContext) -> dict[str, list[list[str]]]:
-    """Read the CSV; return ``{ticker: [[date text, price text], ...]}`` in file order."""
+async def ingest(params: Mapping[str, Any], context: asyncflow.RunContext) -> list[dict[str, Any]]:
+    """Read the CSV; return one item per ticker, sorted by ticker:
+    ``[{"ticker": str, "rows": [[date text, price text], ...]}, ...]``, rows in file order.
+
+    Raises:
+        ValueError: the CSV lacks a ``symbol``, ``date`` or ``price`` column.
+        OSError: the CSV cannot be read (retried twice, 0.2 s apart).
+    """
     text = await asyncflow.read_text(params["csv"])
     reader = csv.DictReader(io.StringIO(text))
     missing = {"symbol", "date", "price"} - set(reader.fieldnames or ())
@@ -73,16 +85,15 @@ async def ingest(params: Mapping[str, Any], context: asyncflow.RunContext) -> di
     context.logger.info(
         "read {} rows of {} tickers from {}", sum(map(len, rows.values())), len(rows), params["csv"]
     )
-    return rows
+    return [{"ticker": ticker, "rows": rows[ticker]} for ticker in sorted(rows)]
 
 
-def clean(ingest: dict[str, list[list[str]]], ticker: str = "") -> list[list[Any]]:
-    """Parse dates and prices of one ticker, drop missing or non-numeric prices and
-    duplicate dates, sort by date; return ``[[ISO date, price in USD], ...]``."""
-    if ticker not in ingest:
-        raise KeyError(f"ticker {ticker!r} is not in the CSV (found: {', '.join(sorted(ingest))})")
+def clean_rows(rows: list[list[str]]) -> list[list[Any]]:
+    """Parse ``[[date text like "Jan 1 2000", price text], ...]``, drop missing or
+    non-numeric prices and duplicate dates (the last one wins), sort by date; return
+    ``[[ISO date, price in USD], ...]``."""
     by_date: dict[str, float] = {}
-    for date_text, price_text in ingest[ticker]:
+    for date_text, price_text in rows:
         try:
             date = datetime.strptime(date_text.strip(), "%b %d %Y").date().isoformat()
             price = float(price_text)
@@ -91,6 +102,20 @@ def clean(ingest: dict[str, list[list[str]]], ticker: str = "") -> list[list[Any
         if math.isfinite(price) and price > 0:
             by_date[date] = price
     return [[date, by_date[date]] for date in sorted(by_date)]
+
+
+@pipeline.task(inputs={"raw": asyncflow.each("ingest")})
+def clean(raw: dict[str, Any]) -> dict[str, Any]:
+    """One ticker's item from ``ingest``, cleaned (see :func:`clean_rows`):
+    ``{"ticker": str, "series": [[ISO date, price in USD], ...]}``.
+
+    Raises:
+        ValueError: the ticker has no usable price (this instance fails, no other).
+    """
+    series = clean_rows(raw["rows"])
+    if not series:
+        raise ValueError(f"ticker {raw['ticker']!r} has no usable price in the CSV ({len(raw['rows'])} rows)")
+    return {"ticker": raw["ticker"], "series": series}
 
 
 def _errors(actual: list[float], predicted: list[float]) -> dict[str, float]:
@@ -155,15 +180,19 @@ def tune_holt(train: list[float], horizon: int) -> dict[str, Any]:
     }
 
 
-def fit(series: list[list[Any]], params: Mapping[str, Any], ticker: str = "") -> dict[str, Any]:
-    """Fit and score the three forecasters, and tune damped Holt, on one ticker's series.
+def fit_series(series: list[list[Any]], holdout: int, ticker: str = "") -> dict[str, Any]:
+    """Fit and score the three forecasters, and tune damped Holt, on one ticker's series
+    (``[[ISO date, price in USD], ...]``, by date).
 
     Returns statistics of the whole series (first/last date and price, total return in
     percent, annualised volatility of monthly log returns in percent), per model its
     errors on the last ``holdout`` months, and under ``"holt"`` the tuned parameters of
     damped Holt and its errors on the same months (see :func:`tune_holt`).
+
+    Raises:
+        ValueError: ``holdout`` is below 1, or the series has fewer than ``holdout + 2``
+            months.
     """
-    holdout = int(params["holdout"])
     if holdout < 1:
         raise ValueError(f"holdout must be at least 1 month, not {holdout}")
     if len(series) < holdout + 2:
@@ -195,13 +224,11 @@ def fit(series: list[list[Any]], params: Mapping[str, Any], ticker: str = "") ->
     }
 
 
-# The fan-out: one clean -> fit branch per ticker, the ticker bound with functools.partial
-# (it becomes part of each task's cache key).
-for _ticker in TICKERS:
-    pipeline.task(functools.partial(clean, ticker=_ticker), name=f"clean_{_ticker}")
-    pipeline.task(
-        functools.partial(fit, ticker=_ticker), name=f"fit_{_ticker}", inputs={"series": f"clean_{_ticker}"}
-    )
+@pipeline.task(inputs={"cleaned": asyncflow.each("clean")})
+def fit(cleaned: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """One ticker's cleaned series, fitted with the run's ``holdout`` (months, default 12):
+    see :func:`fit_series`, whose exceptions it raises."""
+    return fit_series(cleaned["series"], int(params["holdout"]), cleaned["ticker"])
 
 
 def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
@@ -258,9 +285,10 @@ def _render(fits: list[dict[str, Any]], csv_path: str) -> str:
     return "\n".join(lines)
 
 
-@pipeline.task(inputs={"fits": [f"fit_{t}" for t in TICKERS]}, outputs=["{workdir}/prices_report.md"])
+@pipeline.task(inputs={"fits": "fit"}, outputs=["{workdir}/prices_report.md"])
 async def report(fits: list[dict[str, Any]], params: Mapping[str, Any], context: asyncflow.RunContext) -> str:
-    """Write ``<workdir>/prices_report.md`` from every ticker's fit; return its path."""
+    """Write ``<workdir>/prices_report.md`` from every ticker's fit (the list of ``fit``'s
+    instances' results, in ticker order); return its path."""
     path = context.workdir / "prices_report.md"
     await asyncflow.write_text(path, _render(fits, params["csv"]))
     return str(path)
