@@ -17,7 +17,8 @@ import anyio
 
 from ._chrome_trace import chrome_trace
 from ._files import dumps_json, write_text_atomic
-from ._records import RECORD_FILE, RunRecord, list_records, read_record
+from ._record_files import list_records, read_record
+from ._records import RECORD_FILE, RunRecord
 from ._timeline import render_timeline
 
 __all__ = ["RUNS_SHOWN", "TIMELINE_FORMATS", "add_arguments", "format_run", "format_runs", "main", "wanted"]

@@ -34,18 +34,12 @@ a cache key, ``null`` when the run kept no checkpoints or the task never started
 from __future__ import annotations
 
 import enum
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio
-from loguru import logger
-
-from ._events import (
-    TaskState,
-)
-from ._files import read_json
+from ._events import TaskState
+from ._json_doc import JsonObject
 
 __all__ = [
     "RECORD_FILE",
@@ -53,8 +47,6 @@ __all__ = [
     "AttemptState",
     "RunRecord",
     "TaskRecord",
-    "list_records",
-    "read_record",
 ]
 
 RECORD_FILE = "record.json"
@@ -216,7 +208,7 @@ class RunRecord:
             ValueError: ``doc`` is not a run record, or a field is missing or has the
                 wrong type (the message names the field).
         """
-        d = _Doc(doc, "record")
+        d = JsonObject(doc, "record")
         version = d.get("record_version", int)
         if version != RECORD_VERSION:
             raise ValueError(
@@ -224,10 +216,10 @@ class RunRecord:
             )
         tasks = {}
         for name, raw in d.get("tasks", dict).items():
-            t = _Doc(raw, f"tasks.{name}")
+            t = JsonObject(raw, f"tasks.{name}")
             attempts = []
             for k, raw_attempt in enumerate(t.get("attempts", list)):
-                a = _Doc(raw_attempt, f"tasks.{name}.attempts[{k}]")
+                a = JsonObject(raw_attempt, f"tasks.{name}.attempts[{k}]")
                 attempts.append(
                     AttemptRecord(
                         attempt=a.get("attempt", int),
@@ -301,66 +293,3 @@ def _task_json(t: TaskRecord) -> dict[str, Any]:
             for a in t.attempts
         ],
     }
-
-
-class _Doc:
-    """Typed access to one JSON object, with errors that name the field."""
-
-    def __init__(self, doc: Any, where: str) -> None:
-        if not isinstance(doc, dict):
-            raise ValueError(f"{where} must be a JSON object, not {type(doc).__name__}")
-        self.doc, self.where = doc, where
-
-    def get(self, key: str, kind: type[Any]) -> Any:
-        if key not in self.doc:
-            raise ValueError(f"{self.where} has no {key!r}")
-        return self._check(key, self.doc[key], kind)
-
-    def opt(self, key: str, kind: type[Any]) -> Any:
-        value = self.doc.get(key)
-        return None if value is None else self._check(key, value, kind)
-
-    def enum(self, key: str, kind: type[enum.Enum]) -> Any:
-        value = self.get(key, str)
-        try:
-            return kind(value)
-        except ValueError:
-            raise ValueError(f"{self.where}.{key} has an unknown value {value!r}") from None
-
-    def _check(self, key: str, value: Any, kind: type[Any]) -> Any:
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"{self.where}.{key} must be {kind.__name__}, not {type(value).__name__}")
-        return value
-
-
-# -- collecting ---------------------------------------------------------------------------------
-
-
-async def read_record(path: str | os.PathLike[str]) -> RunRecord:
-    """Read a ``record.json`` file.
-
-    Raises:
-        OSError: the file cannot be read (``FileNotFoundError`` when it does not exist).
-        ValueError: it is not valid JSON or not a run record (the message names the field).
-    """
-    return RunRecord.from_json(await read_json(path))
-
-
-async def list_records(workdir: str | os.PathLike[str]) -> list[RunRecord]:
-    """Every readable run record under ``<workdir>/runs/``, newest first (by start time).
-
-    Run folders without a readable ``record.json`` are left out (and logged at DEBUG).
-    Returns an empty list when there is no ``runs`` folder.
-    """
-    runs = anyio.Path(workdir) / "runs"
-    records = []
-    paths = sorted([path async for path in runs.glob(f"*/{RECORD_FILE}")])
-    for path in paths:
-        try:
-            records.append(await read_record(path))
-        except (OSError, ValueError) as exc:
-            logger.debug("skipping run record {}: {}", path, exc)
-    records.sort(key=lambda r: (r.started_at, r.run_id), reverse=True)
-    return records

@@ -13,8 +13,9 @@ from mixed_pipeline import ATTEMPTS
 from mixed_pipeline import pipeline as mixed
 
 import asyncflow
+from asyncflow._record_files import list_records, read_record
 from asyncflow._recorder import RunRecorder
-from asyncflow._records import AttemptState, RunRecord, list_records, read_record
+from asyncflow._records import AttemptState, RunRecord
 from asyncflow._store import MemoryStore
 
 E: dict[str, Any] = {"run_id": "r1"}
