@@ -29,6 +29,16 @@ The file (``record_version`` 1; every key that holds a time or a duration ends i
 
 ``cache`` is ``"hit"`` when the task's checkpoint was loaded, ``"miss"`` when it ran with
 a cache key, ``null`` when the run kept no checkpoints or the task never started.
+
+Mapped tasks (see :func:`~asyncflow.each`). Every instance is a task of the record, named
+``fetch[3]``, after the graph's tasks, with its own attempts and two more keys:
+``"parent": "fetch", "index": 3``; its ``upstream`` names the upstream instance it is
+chained to (``"fetch[3]"`` for ``parse[3]``) or the task it is mapped over. An expanded
+mapped task has ``"mapped": {"over": ["urls"], "instances": 200}`` (its instances are
+``fetch[0]`` to ``fetch[199]``); it has no attempts, and ``counts`` leaves it out (it
+counts the instances, like :attr:`RunResult.counts <asyncflow.RunResult.counts>`). These
+keys were added within ``record_version`` 1: a record without them (written before
+mapped tasks existed) reads back as before, and an older reader ignores them.
 """
 
 from __future__ import annotations
@@ -113,8 +123,14 @@ class TaskRecord:
         error_type, error: the class name and message of the exception that FAILED it.
         started_at, finished_at: seconds since the Unix epoch, or ``None`` (a skipped task
             has only ``finished_at``: when it was skipped).
-        duration: its attempts and backoff waits, in seconds, or ``None``.
-        attempts: every attempt, in order.
+        duration: its attempts and backoff waits, in seconds, or ``None``. For an expanded
+            mapped task: from its expansion until its last instance ended.
+        attempts: every attempt, in order (none for a mapped task: its instances have them).
+        parent, index: for an instance of a mapped task, that task's name and the
+            instance's position in item order (0-based); else ``None``.
+        instances: for an expanded mapped task, its instances' names in item order
+            (``("fetch[0]", ...)``, possibly empty); ``None`` for any other task.
+        over: for an expanded mapped task, the upstream tasks it is mapped over; else ``()``.
     """
 
     name: str
@@ -129,6 +145,15 @@ class TaskRecord:
     finished_at: float | None = None
     duration: float | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    parent: str | None = None
+    index: int | None = None
+    instances: tuple[str, ...] | None = None
+    over: tuple[str, ...] = ()
+
+    @property
+    def is_mapped(self) -> bool:
+        """True for an expanded mapped task (its :attr:`instances` are in the record)."""
+        return self.instances is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,7 +172,8 @@ class RunRecord:
         duration: ``finished_at - started_at``, in seconds.
         ok: True when every task succeeded or was cached.
         finished: True when the run's :class:`~asyncflow.RunFinished` was seen.
-        tasks: ``{task name: TaskRecord}`` in definition order.
+        tasks: ``{task name: TaskRecord}`` in definition order, then the instances of
+            mapped tasks in the order they were made (see :meth:`instances`).
     """
 
     run_id: str
@@ -176,11 +202,25 @@ class RunRecord:
 
     @property
     def counts(self) -> dict[TaskState, int]:
-        """How many tasks ended in each state that occurred, in first-seen order."""
+        """How many tasks ended in each state that occurred, in first-seen order. Each
+        instance of a mapped task counts as a task; the expanded mapped task (their
+        summary) does not."""
         counts: dict[TaskState, int] = {}
         for t in self.tasks.values():
-            counts[t.state] = counts.get(t.state, 0) + 1
+            if t.instances is None:
+                counts[t.state] = counts.get(t.state, 0) + 1
         return counts
+
+    def instances(self, name: str) -> list[TaskRecord]:
+        """The records of the instances of mapped task ``name``, in item order (``[]`` for
+        a task that is not mapped or was never expanded; an instance missing from a
+        hand-edited record is left out).
+
+        Raises:
+            KeyError: there is no task ``name`` in the record.
+        """
+        names = self.tasks[name].instances or ()
+        return [self.tasks[n] for n in names if n in self.tasks]
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (the layout is in the module docstring)."""
@@ -231,6 +271,13 @@ class RunRecord:
                         backoff=a.opt("backoff_s", float),
                     )
                 )
+            mapped = t.opt("mapped", dict)
+            instances = over = None
+            if mapped is not None:
+                m = JsonObject(mapped, f"tasks.{name}.mapped")
+                count = m.get("instances", int)
+                instances = tuple(f"{name}[{k}]" for k in range(count))
+                over = tuple(str(u) for u in m.get("over", list))
             cache = t.opt("cache", str)
             if cache not in (None, "hit", "miss"):
                 raise ValueError(f"tasks.{name}.cache must be 'hit', 'miss' or null, not {cache!r}")
@@ -247,6 +294,10 @@ class RunRecord:
                 finished_at=t.opt("finished_at_s", float),
                 duration=t.opt("duration_s", float),
                 attempts=tuple(attempts),
+                parent=t.opt("parent", str),
+                index=t.opt("index", int),
+                instances=instances,
+                over=over or (),
             )
         return cls(
             run_id=d.get("run_id", str),
@@ -268,7 +319,7 @@ def _s(seconds: float | None) -> float | None:
 
 
 def _task_json(t: TaskRecord) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "state": t.state.value,
         "upstream": list(t.upstream),
         "cache": t.cache,
@@ -293,3 +344,8 @@ def _task_json(t: TaskRecord) -> dict[str, Any]:
             for a in t.attempts
         ],
     }
+    if t.parent is not None:
+        doc["parent"], doc["index"] = t.parent, t.index
+    if t.instances is not None:
+        doc["mapped"] = {"over": list(t.over), "instances": len(t.instances)}
+    return doc
