@@ -191,6 +191,8 @@ class RunRecorder:
             task.duration = t - task.start  # 0, but for a mapped task: while its instances loaded
         elif isinstance(event, TaskSkipped):
             task.state, task.reason, task.end = TaskState.SKIPPED, event.reason, t
+            if task.instances is not None and task.start is not None:  # after its instances ended
+                task.duration = t - task.start
         elif isinstance(event, TaskCancelled):
             task.state, task.reason, task.end = TaskState.CANCELLED, event.reason, t
             attempt = task.open_attempt()
