@@ -73,8 +73,9 @@ from ._files import write_text_atomic as write_text
 from ._graph import Graph, Node
 from ._pipeline import DEFAULT_WORKDIR, Pipeline
 from ._progress import ProgressDisplay
+from ._record_files import list_records, read_record
 from ._recorder import RunRecorder
-from ._records import AttemptRecord, AttemptState, RunRecord, TaskRecord, list_records, read_record
+from ._records import AttemptRecord, AttemptState, RunRecord, TaskRecord
 from ._result import RunResult, TaskRun
 from ._retry import RetryPolicy
 from ._serializers import JSON, PICKLE, Serializer

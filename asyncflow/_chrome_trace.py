@@ -20,6 +20,12 @@ started; the start on the wall clock is ``otherData.started_at_s``, Unix seconds
 * ``"ph": "i"`` (instant, thread scope) events for tasks that did not run: ``cached``,
   ``skipped``, ``cancelled`` (``args``: ``reason``, ``cache_key``).
 * ``"ph": "M"`` metadata events naming the process and the threads.
+
+Mapped tasks (see :func:`~asyncflow.each`): each instance is a task, so a thread of its
+own (``fetch[3]``), sorted right after its mapped task's thread; its events' ``args``
+add ``parent`` (the mapped task) and ``index``. An expanded mapped task has no attempts;
+its thread holds one complete event (``cat`` ``"mapped"``) from its expansion until its
+last instance ended, with ``args`` ``over``, ``instances`` and ``counts`` (per state).
 """
 
 from __future__ import annotations
@@ -60,10 +66,13 @@ def chrome_trace(record: RunRecord) -> dict[str, Any]:
             "args": {"run_id": record.run_id, "status": record.status, "params": dict(record.params)},
         },
     ]
-    for tid, task in enumerate(record.tasks.values(), start=1):
+    for tid, task in enumerate(_in_order(record), start=1):
         events.append(_meta("thread_name", tid, name=task.name))
         events.append(_meta("thread_sort_index", tid, sort_index=tid))
-        events.extend(_task_events(task, tid, us, record.finished_at))
+        if task.instances is not None:
+            events.extend(_mapped_events(record, task, tid, us))
+        else:
+            events.extend(_task_events(task, tid, us, record.finished_at))
     return {
         "traceEvents": events,
         "displayTimeUnit": "ms",
@@ -78,6 +87,52 @@ def chrome_trace(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def _in_order(record: RunRecord) -> list[TaskRecord]:
+    """The tasks in definition order, each mapped task followed by its instances (and
+    instances whose mapped task is not in the record last)."""
+    out: list[TaskRecord] = []
+    placed: set[str] = set()
+    for task in record.tasks.values():
+        if task.parent is not None:
+            continue
+        out.append(task)
+        for instance in record.instances(task.name):
+            out.append(instance)
+            placed.add(instance.name)
+    out.extend(t for t in record.tasks.values() if t.parent is not None and t.name not in placed)
+    return out
+
+
+def _mapped_events(record: RunRecord, task: TaskRecord, tid: int, us: Any) -> list[dict[str, Any]]:
+    start = task.started_at
+    end = task.finished_at if task.finished_at is not None else record.finished_at
+    if start is None:
+        return []
+    counts: dict[str, int] = {}
+    for instance in record.instances(task.name):
+        counts[instance.state.value] = counts.get(instance.state.value, 0) + 1
+    return [
+        {
+            "name": f"{task.name}[*]",
+            "cat": "mapped",
+            "ph": "X",
+            "ts": us(start),
+            "dur": max(0.0, us(end) - us(start)),
+            "pid": PID,
+            "tid": tid,
+            "args": {
+                "state": task.state.value,
+                "over": list(task.over),
+                "instances": len(task.instances or ()),
+                "counts": counts,
+                "cache": task.cache,
+                "error": None if task.error_type is None else f"{task.error_type}: {task.error}",
+                "reason": task.reason,
+            },
+        }
+    ]
+
+
 def _meta(kind: str, tid: int, **args: Any) -> dict[str, Any]:
     return {"name": kind, "ph": "M", "pid": PID, "tid": tid, "args": args}
 
@@ -85,10 +140,11 @@ def _meta(kind: str, tid: int, **args: Any) -> dict[str, Any]:
 def _task_events(task: TaskRecord, tid: int, us: Any, run_end: float) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     common = {"pid": PID, "tid": tid}
+    lineage = {} if task.parent is None else {"parent": task.parent, "index": task.index}
     if not task.attempts:  # cached, skipped or cancelled before it started
         at = task.finished_at if task.finished_at is not None else task.started_at
         if at is not None:
-            args = {"state": task.state.value, "reason": task.reason, "cache_key": task.cache_key}
+            args = {"state": task.state.value, "reason": task.reason, "cache_key": task.cache_key, **lineage}
             events.append(
                 {"name": task.state.value, "cat": "task", "ph": "i", "s": "t", "ts": us(at), **common}
                 | {"args": args}
@@ -111,6 +167,7 @@ def _task_events(task: TaskRecord, tid: int, us: Any, run_end: float) -> list[di
                 "cache_key": task.cache_key,
                 "error": None if task.error_type is None else f"{task.error_type}: {task.error}",
                 "reason": task.reason,
+                **lineage,
             },
         }
     )

@@ -32,6 +32,7 @@ __all__ = [
     "TaskStarted",
     "TaskState",
     "TaskSucceeded",
+    "instance_of",
 ]
 
 
@@ -201,6 +202,22 @@ class TaskCancelled(Event):
 
     task: str
     reason: str
+
+
+def instance_of(name: str) -> tuple[str, int] | None:
+    """Split an instance's name, ``"fetch[3]"``, into its mapped task's name and its index,
+    ``("fetch", 3)``; ``None`` for any other name (a task of the graph).
+
+    Unambiguous because a task's name is a Python identifier: only an instance's name
+    holds ``[``. Listeners use it to place an instance's events under its mapped task
+    (see :class:`TaskMapped`) without a lookup table per instance.
+    """
+    if not name.endswith("]"):
+        return None
+    task, bracket, index = name[:-1].partition("[")
+    if not bracket or not (index.isascii() and index.isdigit()):
+        return None
+    return task, int(index)
 
 
 class Listener(Protocol):

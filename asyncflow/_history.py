@@ -4,6 +4,12 @@ They read the run records that every command-line run writes
 (``<workdir>/runs/<run id>/record.json``, see :mod:`asyncflow._records`) and need no
 pipeline module. A run is named by its id, by a unique prefix of it, or by ``latest``
 (the run that started last).
+
+``--show-run`` shows a mapped task as one group (``fetch[*]``, its counts per state),
+followed by its instances, or, past :data:`~asyncflow._record_groups.COLLAPSE_AFTER`
+instances, by its failed and slowest ones and a count of the others (see
+:mod:`asyncflow._record_groups`). ``--task NAME`` narrows it to one task with its
+attempts: an instance (``fetch[3]``), or a mapped task with every one of its instances.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import anyio
 
 from ._chrome_trace import chrome_trace
 from ._files import dumps_json, write_text_atomic
-from ._records import RECORD_FILE, RunRecord, list_records, read_record
+from ._record_files import list_records, read_record
+from ._record_groups import InstanceGroup, Row, describe_counts, groups, layout
+from ._records import RECORD_FILE, RunRecord, TaskRecord
 from ._timeline import render_timeline
 
 __all__ = ["RUNS_SHOWN", "TIMELINE_FORMATS", "add_arguments", "format_run", "format_runs", "main", "wanted"]
@@ -30,7 +38,8 @@ TIMELINE_FORMATS = ("html", "chrome-trace")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--runs``, ``--show-run``, ``--timeline`` and ``--output`` to ``parser``."""
+    """Add ``--runs``, ``--show-run``, ``--task``, ``--timeline``, ``--output`` and
+    ``--format`` to ``parser``."""
     group = parser.add_argument_group("past runs (these need no MODULE)")
     views = group.add_mutually_exclusive_group()
     views.add_argument(
@@ -50,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RUN_ID",
         help="write one recorded run's timeline (a self-contained HTML page with a Gantt "
         "chart of every attempt) and print its path. RUN_ID as for --show-run",
+    )
+    group.add_argument(
+        "--task",
+        metavar="NAME",
+        help="with --show-run: only this task and its attempts; an instance of a mapped task "
+        "(fetch[3]), or a mapped task (fetch or fetch[*]) with every one of its instances",
     )
     group.add_argument(
         "--output",
@@ -75,6 +90,7 @@ def wanted(args: argparse.Namespace) -> bool:
         or args.timeline is not None
         or args.output
         or args.format is not None
+        or args.task is not None
     )
 
 
@@ -88,15 +104,20 @@ def main(args: argparse.Namespace) -> int:
     """Carry out ``--runs``, ``--show-run`` or ``--timeline``; returns the exit code.
 
     Errors are printed as one line ``asyncflow: error: ...`` on stderr: exit code 2 for
-    a usage error (a MODULE given, ``--output`` without ``--timeline``, an unknown or
-    ambiguous run id), 1 for a record that cannot be read or a file that cannot be written.
+    a usage error (a MODULE given, ``--output`` without ``--timeline``, ``--task``
+    without ``--show-run``, an unknown or ambiguous run id, a task the run does not
+    have), 1 for a record that cannot be read or a file that cannot be written.
     """
     try:
         if args.module is not None:
             option = "--runs" if args.runs else "--show-run" if args.show_run is not None else "--timeline"
             if args.timeline is None and not args.runs and args.show_run is None:
+                if args.task is not None:
+                    raise _Error("--task goes with --show-run RUN_ID")
                 raise _Error(f"{'--output' if args.output else '--format'} goes with --timeline RUN_ID")
             raise _Error(f"{option} reads recorded runs and takes no MODULE (got {args.module!r})")
+        if args.task is not None and args.show_run is None:
+            raise _Error("--task goes with --show-run RUN_ID")
         if args.output and args.timeline is None:
             raise _Error("--output goes with --timeline RUN_ID")
         if args.format is not None and args.timeline is None:
@@ -108,7 +129,9 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_OK
         record = _load(workdir, args.show_run if args.show_run is not None else args.timeline)
         if args.show_run is not None:
-            print(format_run(record))
+            if args.task is not None and _task_named(record, args.task) is None:
+                raise _Error(f"run {record.run_id} has no task {args.task!r} ({_some_tasks(record)})")
+            print(format_run(record, args.task))
             return EXIT_OK
         chrome = args.format == "chrome-trace"
         default_name = "timeline.trace.json" if chrome else "timeline.html"
@@ -185,11 +208,39 @@ def format_runs(records: list[RunRecord], workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def format_run(record: RunRecord) -> str:
+def _task_named(record: RunRecord, name: str) -> TaskRecord | None:
+    """The task ``name`` of ``record``; ``fetch[*]`` names mapped task ``fetch``."""
+    task = record.tasks.get(name)
+    if task is None and name.endswith("[*]"):
+        task = record.tasks.get(name[:-3])
+        return task if task is not None and task.is_mapped else None
+    return task
+
+
+def _some_tasks(record: RunRecord) -> str:
+    names = [n for n, t in record.tasks.items() if t.parent is None]
+    if not names:
+        return "it has no tasks"
+    return "its tasks: " + ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+
+
+def format_run(record: RunRecord, task: str | None = None) -> str:
     """The ``--show-run`` text: a header, then one row per task and one per attempt.
 
     Attempt rows give the start as seconds since the run started (``+0.120 s``), the
-    duration, the state, the error and the backoff wait that followed.
+    duration, the state, the error and the backoff wait that followed. An expanded mapped
+    task is one group row (``fetch[*]``, its instances' counts) followed by its instances,
+    indented, each with its attempts; a collapsed group (see
+    :mod:`asyncflow._record_groups`) shows its failed and slowest instances and one row
+    counting the others.
+
+    Args:
+        record: the run record.
+        task: show only this task (see ``--task``): a task, an instance, or a mapped task
+            (``fetch`` or ``fetch[*]``) with all its instances. ``None``: every task.
+
+    Raises:
+        KeyError: ``record`` has no task ``task``.
     """
     t0 = record.started_at
     params = ", ".join(f"{k}={v!r}" for k, v in record.params.items()) or "none"
@@ -200,36 +251,72 @@ def format_run(record: RunRecord) -> str:
         "versions: " + ", ".join(f"{k} {v}" for k, v in record.versions.items()),
         "",
     ]
+    if task is None:
+        selected = list(layout(record))
+    else:
+        chosen = _task_named(record, task)
+        if chosen is None:
+            raise KeyError(task)
+        if chosen.is_mapped:
+            group = groups(record)[chosen.name]
+            selected = [Row(chosen, "group", group)] + [Row(t, "instance", group) for t in group.instances]
+        else:
+            selected = [Row(chosen, "task")]
     rows: list[tuple[str, ...]] = [("task / attempt", "state", "cache", "start", "duration", "note")]
-    for task in record.tasks.values():
+    for row in selected:
+        rows.extend(_rows(row, t0))
+    lines.extend(_table(rows, right=frozenset({3, 4})))
+    return "\n".join(lines)
+
+
+def _rows(row: Row, t0: float) -> list[tuple[str, ...]]:
+    task, group = row.task, row.group
+    if row.kind == "more":
+        assert group is not None and row.hidden is not None
+        hidden = sum(row.hidden.values())
+        note = f"{describe_counts(row.hidden)} (--task {task.name} lists them all)"
+        return [(f"  ... {hidden} more", "", "", "", "", note)]
+    indent = "  " if row.kind == "instance" else ""
+    name = f"{task.name}[*]" if row.kind == "group" else task.name
+    if group is not None and row.kind == "group":
+        note = _group_note(group)
+    else:
         note = f"{task.error_type}: {task.error}" if task.error_type else task.reason or ""
-        start = None if task.started_at is None else task.started_at - t0
-        rows.append(
+    start = None if task.started_at is None else task.started_at - t0
+    out: list[tuple[str, ...]] = [
+        (
+            indent + name,
+            task.state.value,
+            task.cache or "-",
+            "-" if start is None else f"+{start:.3f} s",
+            _sec(task.duration),
+            _one_line(note),
+        )
+    ]
+    for a in task.attempts:
+        note = f"{a.error_type}: {a.error}" if a.error_type else ""
+        if a.backoff is not None:
+            note = f"{note}; backoff {a.backoff:.3f} s" if note else f"backoff {a.backoff:.3f} s"
+        out.append(
             (
-                task.name,
-                task.state.value,
-                task.cache or "-",
-                "-" if start is None else f"+{start:.3f} s",
-                _sec(task.duration),
+                f"{indent}  #{a.attempt}",
+                a.state.value,
+                "",
+                f"+{a.started_at - t0:.3f} s",
+                _sec(a.duration),
                 _one_line(note),
             )
         )
-        for a in task.attempts:
-            note = f"{a.error_type}: {a.error}" if a.error_type else ""
-            if a.backoff is not None:
-                note = f"{note}; backoff {a.backoff:.3f} s" if note else f"backoff {a.backoff:.3f} s"
-            rows.append(
-                (
-                    f"  #{a.attempt}",
-                    a.state.value,
-                    "",
-                    f"+{a.started_at - t0:.3f} s",
-                    _sec(a.duration),
-                    _one_line(note),
-                )
-            )
-    lines.extend(_table(rows, right=frozenset({3, 4})))
-    return "\n".join(lines)
+    return out
+
+
+def _group_note(group: InstanceGroup) -> str:
+    over = ", ".join(group.task.over)
+    note = f"mapped over {over}: {group.summary()}" if over else group.summary()
+    if group.collapsed and group.slowest:
+        slowest = group.slowest[0]
+        note += f"; slowest {slowest.name} {_sec(slowest.duration)}"
+    return note
 
 
 def _sec(seconds: float | None) -> str:

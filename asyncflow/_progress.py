@@ -9,6 +9,18 @@ redraw them from its own refresh thread, a few times a second::
       running (3): fit_AAPL 0.4 s · fit_AMZN (attempt 2) 0.1 s · clean_IBM 0.0 s
       ! fit_GOOG attempt 1 failed (ValueError: no data); retrying in 0.20 s
 
+Mapped tasks (see :func:`~asyncflow.each`) count by their instances. Until it is expanded,
+a mapped task counts as one task of the total (:attr:`RunStarted.tasks
+<asyncflow.RunStarted>` counts it once); at :class:`~asyncflow.TaskMapped` it is replaced
+by its instances (the total grows by their number less one), each of which counts as one
+task, and its own final event (the summary of its instances) is not counted again. A
+mapped task that never expands (skipped, cancelled, or failed on a result that is not a
+list) counts as the one task it is. So ``done`` reaches ``total`` when the run ends,
+and the counts per state are those of :attr:`RunResult.counts <asyncflow.RunResult.counts>`.
+While instances run, a line shows each open mapped task's progress::
+
+      mapped: fetch 140/200 · parse 96/200
+
 While it is live, whatever is written to ``sys.stderr`` (the command line's log lines)
 and, when it is a terminal, ``sys.stdout`` is printed above it. The command line uses it
 only when stderr is a terminal; elsewhere (CI, pipes) it logs plain lines instead.
@@ -34,10 +46,12 @@ from ._events import (
     TaskCached,
     TaskCancelled,
     TaskFailed,
+    TaskMapped,
     TaskSkipped,
     TaskStarted,
     TaskState,
     TaskSucceeded,
+    instance_of,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +64,8 @@ _SHOWN_RUNNING = 6
 """Running tasks named on the display; the rest are counted."""
 _SHOWN_NOTES = 4
 """Retries and failures kept on the display, the newest last."""
+_SHOWN_MAPPED = 4
+"""Open mapped tasks whose progress is shown (the earliest expanded); the rest are counted."""
 
 
 class ProgressDisplay:
@@ -57,7 +73,9 @@ class ProgressDisplay:
 
     It shows tasks done out of the total, a progress bar, the elapsed time, counts per
     final state and of retries, the running tasks (with their attempt number and how long
-    they have run, in seconds) and the latest retries and failures. The display starts at
+    they have run, in seconds), the instances done of each mapped task still running,
+    and the latest retries and failures. The instances of a mapped task count as tasks,
+    the mapped task itself not once it is expanded (see the module docstring). The display starts at
     :class:`~asyncflow.RunStarted` and stops at :class:`~asyncflow.RunFinished`, leaving
     its last frame on the screen; call :meth:`close` (or use it as a context manager) to
     stop it when the run is interrupted.
@@ -84,6 +102,10 @@ class ProgressDisplay:
         self._running: dict[str, tuple[int, float]] = {}
         """``{task: (attempt, time.monotonic() when the attempt started)}``, in start order."""
         self._notes: deque[tuple[str, str]] = deque(maxlen=_SHOWN_NOTES)
+        self._mapped: dict[str, list[int]] = {}
+        """``{expanded mapped task: [instances ended, instances]}``, in expansion order."""
+        self._open_mapped: dict[str, None] = {}
+        """The expanded mapped tasks that have not ended, in expansion order."""
         self._started = time.monotonic()
         self._finished: float | None = None
         self._ok = True
@@ -104,6 +126,12 @@ class ProgressDisplay:
                 self._counts.clear()
                 self._running.clear()
                 self._notes.clear()
+                self._mapped.clear()
+                self._open_mapped.clear()
+            elif isinstance(event, TaskMapped):
+                self._mapped[event.task] = [0, event.count]
+                self._open_mapped[event.task] = None
+                self._total += event.count - 1  # the mapped task gives way to its instances
             elif isinstance(event, TaskStarted):
                 self._running[event.task] = (event.attempt, now)
             elif isinstance(event, AttemptFailed):
@@ -118,24 +146,31 @@ class ProgressDisplay:
                         )
                     )
             elif isinstance(event, TaskSucceeded | TaskCached | TaskSkipped | TaskCancelled | TaskFailed):
-                self._running.pop(event.task, None)
-                state = _FINAL[type(event)]
-                self._counts[state] = self._counts.get(state, 0) + 1
-                self._done += 1
-                if isinstance(event, TaskFailed):
-                    self._notes.append(
-                        (
-                            "red",
-                            f"✗ {event.task} failed after {event.attempts} attempt"
-                            f"{'' if event.attempts == 1 else 's'} ({_error(event.error)})",
-                        )
-                    )
+                self._ended(event)
             elif isinstance(event, RunFinished):
                 self._finished, self._ok = now, event.ok
         if isinstance(event, RunStarted):
             self._start()
         elif isinstance(event, RunFinished):
             self.close()
+
+    def _ended(self, event: TaskSucceeded | TaskCached | TaskSkipped | TaskCancelled | TaskFailed) -> None:
+        """Count a task's final event (under the lock)."""
+        task = event.task
+        self._running.pop(task, None)
+        if task in self._mapped:  # an expanded mapped task: its instances were counted
+            self._open_mapped.pop(task, None)
+            return
+        parent = instance_of(task)
+        if parent is not None and parent[0] in self._mapped:
+            self._mapped[parent[0]][0] += 1
+        state = _FINAL[type(event)]
+        self._counts[state] = self._counts.get(state, 0) + 1
+        self._done += 1
+        if isinstance(event, TaskFailed):
+            n = event.attempts
+            after = f" after {n} attempt{'' if n == 1 else 's'}" if n else ""  # 0: a mapped task
+            self._notes.append(("red", f"✗ {task} failed{after} ({_error(event.error)})"))
 
     def _start(self) -> None:
         from rich.live import Live
@@ -203,6 +238,19 @@ class ProgressDisplay:
                     Text.assemble(
                         f"  running ({len(self._running)}): ",
                         (names, "cyan"),
+                        f" · +{more} more" if more > 0 else "",
+                        overflow="ellipsis",
+                        no_wrap=True,
+                    )
+                )
+            if self._open_mapped:
+                groups = list(self._open_mapped)[:_SHOWN_MAPPED]
+                progress = " · ".join(f"{g} {self._mapped[g][0]}/{self._mapped[g][1]}" for g in groups)
+                more = len(self._open_mapped) - len(groups)
+                lines.append(
+                    Text.assemble(
+                        "  mapped: ",
+                        (progress, "cyan"),
                         f" · +{more} more" if more > 0 else "",
                         overflow="ellipsis",
                         no_wrap=True,

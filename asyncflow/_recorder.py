@@ -2,8 +2,10 @@
 
 :class:`RunRecorder` keeps, per task, its attempts (start, end, outcome, error) from the
 event stream, and builds the record (:mod:`asyncflow._records`) on demand, also for a run
-that is cancelled or abandoned. :func:`save_after_run` writes it asynchronously after a
-run; :func:`save_now` writes it synchronously when the process must exit at once.
+that is cancelled or abandoned. At :class:`~asyncflow.TaskMapped` it adds the instances as
+tasks of their own (with their parent, index and upstream) and marks the mapped task.
+:func:`save_after_run` writes it asynchronously after a run; :func:`save_now` writes it
+synchronously when the process must exit at once.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ._events import (
     TaskCached,
     TaskCancelled,
     TaskFailed,
+    TaskMapped,
     TaskSkipped,
     TaskStarted,
     TaskState,
@@ -64,14 +67,23 @@ class _Task:
         "end",
         "error",
         "error_type",
+        "index",
+        "instances",
+        "over",
+        "parent",
         "reason",
         "start",
         "state",
         "upstream",
     )
 
-    def __init__(self, upstream: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, upstream: tuple[str, ...] = (), parent: str | None = None, index: int | None = None
+    ) -> None:
         self.upstream = upstream
+        self.parent, self.index = parent, index
+        self.instances: tuple[str, ...] | None = None
+        self.over: tuple[str, ...] = ()
         self.state = TaskState.PENDING
         self.cache: CacheStatus | None = None
         self.cache_key: str | None = None
@@ -95,7 +107,8 @@ class RunRecorder:
     Pass it in ``listeners=[...]`` of one run, then ``await recorder.save(directory)``
     (or read :meth:`record`). ``Pipeline.run(record=True)`` does this for you and saves to
     ``<workdir>/runs``. Each event costs O(1); :class:`~asyncflow.RunStarted` costs one
-    pass over the run's tasks (to list them with their upstream names).
+    pass over the run's tasks (to list them with their upstream names), and
+    :class:`~asyncflow.TaskMapped` one pass over the new instances.
     """
 
     def __init__(self) -> None:
@@ -139,7 +152,9 @@ class RunRecorder:
         if task is None:  # not announced by RunStarted: record it all the same
             task = self._tasks[name] = _Task()
         t = event.time
-        if isinstance(event, TaskStarted):
+        if isinstance(event, TaskMapped):
+            self._expand(task, event)
+        elif isinstance(event, TaskStarted):
             task.state = TaskState.RUNNING
             if task.start is None:
                 task.start = t
@@ -170,10 +185,14 @@ class RunRecorder:
             task.start = t - event.duration
         elif isinstance(event, TaskCached):
             task.state, task.cache, task.cache_key = TaskState.CACHED, "hit", event.cache_key
-            task.start = task.end = t
-            task.duration = 0.0
+            if task.instances is None or task.start is None:
+                task.start = t
+            task.end = t
+            task.duration = t - task.start  # 0, but for a mapped task: while its instances loaded
         elif isinstance(event, TaskSkipped):
             task.state, task.reason, task.end = TaskState.SKIPPED, event.reason, t
+            if task.instances is not None and task.start is not None:  # after its instances ended
+                task.duration = t - task.start
         elif isinstance(event, TaskCancelled):
             task.state, task.reason, task.end = TaskState.CANCELLED, event.reason, t
             attempt = task.open_attempt()
@@ -181,6 +200,24 @@ class RunRecorder:
                 attempt.end, attempt.state = t, AttemptState.CANCELLED
             if task.start is not None:
                 task.duration = t - task.start
+
+    def _expand(self, task: _Task, event: TaskMapped) -> None:
+        """Mapped task ``task`` expanded: mark it, and add its instances as tasks."""
+        task.state = TaskState.RUNNING
+        task.start = event.time
+        task.instances, task.over = event.instances, event.over
+        tasks = self._tasks
+        over = set(event.over)
+        # An instance depends on the upstream instance at its index when it is chained to
+        # a mapped task, else on the same tasks as its mapped task.
+        chained = [
+            u for u in task.upstream if u in over and (up := tasks.get(u)) is not None and up.instances
+        ]
+        for k, instance in enumerate(event.instances):
+            upstream = task.upstream
+            if chained:
+                upstream = tuple(f"{u}[{k}]" if u in chained else u for u in upstream)
+            tasks[instance] = _Task(upstream, event.task, k)
 
     def _start_run(self, event: RunStarted) -> None:
         self._offset = time.time() - event.time
@@ -218,6 +255,10 @@ class RunRecorder:
                 started_at=None if t.start is None else wall(t.start),
                 finished_at=None if t.end is None else wall(t.end),
                 duration=t.duration,
+                parent=t.parent,
+                index=t.index,
+                instances=t.instances,
+                over=t.over,
                 attempts=tuple(
                     AttemptRecord(
                         attempt=a.number,
@@ -339,6 +380,3 @@ def _backend() -> str:
     if trio is not None and trio.lowlevel.in_trio_run():
         return "trio"
     return "unknown"
-
-
-# -- reading ------------------------------------------------------------------------------------

@@ -29,23 +29,27 @@ The file (``record_version`` 1; every key that holds a time or a duration ends i
 
 ``cache`` is ``"hit"`` when the task's checkpoint was loaded, ``"miss"`` when it ran with
 a cache key, ``null`` when the run kept no checkpoints or the task never started.
+
+Mapped tasks (see :func:`~asyncflow.each`). Every instance is a task of the record, named
+``fetch[3]``, after the graph's tasks, with its own attempts and two more keys:
+``"parent": "fetch", "index": 3``; its ``upstream`` names the upstream instance it is
+chained to (``"fetch[3]"`` for ``parse[3]``) or the task it is mapped over. An expanded
+mapped task has ``"mapped": {"over": ["urls"], "instances": 200}`` (its instances are
+``fetch[0]`` to ``fetch[199]``); it has no attempts, and ``counts`` leaves it out (it
+counts the instances, like :attr:`RunResult.counts <asyncflow.RunResult.counts>`). These
+keys were added within ``record_version`` 1: a record without them (written before
+mapped tasks existed) reads back as before, and an older reader ignores them.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import anyio
-from loguru import logger
-
-from ._events import (
-    TaskState,
-)
-from ._files import read_json
+from ._events import TaskState
+from ._json_doc import JsonObject
 
 __all__ = [
     "RECORD_FILE",
@@ -53,8 +57,6 @@ __all__ = [
     "AttemptState",
     "RunRecord",
     "TaskRecord",
-    "list_records",
-    "read_record",
 ]
 
 RECORD_FILE = "record.json"
@@ -121,8 +123,14 @@ class TaskRecord:
         error_type, error: the class name and message of the exception that FAILED it.
         started_at, finished_at: seconds since the Unix epoch, or ``None`` (a skipped task
             has only ``finished_at``: when it was skipped).
-        duration: its attempts and backoff waits, in seconds, or ``None``.
-        attempts: every attempt, in order.
+        duration: its attempts and backoff waits, in seconds, or ``None``. For an expanded
+            mapped task: from its expansion until its last instance ended.
+        attempts: every attempt, in order (none for a mapped task: its instances have them).
+        parent, index: for an instance of a mapped task, that task's name and the
+            instance's position in item order (0-based); else ``None``.
+        instances: for an expanded mapped task, its instances' names in item order
+            (``("fetch[0]", ...)``, possibly empty); ``None`` for any other task.
+        over: for an expanded mapped task, the upstream tasks it is mapped over; else ``()``.
     """
 
     name: str
@@ -137,6 +145,15 @@ class TaskRecord:
     finished_at: float | None = None
     duration: float | None = None
     attempts: tuple[AttemptRecord, ...] = ()
+    parent: str | None = None
+    index: int | None = None
+    instances: tuple[str, ...] | None = None
+    over: tuple[str, ...] = ()
+
+    @property
+    def is_mapped(self) -> bool:
+        """True for an expanded mapped task (its :attr:`instances` are in the record)."""
+        return self.instances is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,7 +172,8 @@ class RunRecord:
         duration: ``finished_at - started_at``, in seconds.
         ok: True when every task succeeded or was cached.
         finished: True when the run's :class:`~asyncflow.RunFinished` was seen.
-        tasks: ``{task name: TaskRecord}`` in definition order.
+        tasks: ``{task name: TaskRecord}`` in definition order, then the instances of
+            mapped tasks in the order they were made (see :meth:`instances`).
     """
 
     run_id: str
@@ -184,11 +202,25 @@ class RunRecord:
 
     @property
     def counts(self) -> dict[TaskState, int]:
-        """How many tasks ended in each state that occurred, in first-seen order."""
+        """How many tasks ended in each state that occurred, in first-seen order. Each
+        instance of a mapped task counts as a task; the expanded mapped task (their
+        summary) does not."""
         counts: dict[TaskState, int] = {}
         for t in self.tasks.values():
-            counts[t.state] = counts.get(t.state, 0) + 1
+            if t.instances is None:
+                counts[t.state] = counts.get(t.state, 0) + 1
         return counts
+
+    def instances(self, name: str) -> list[TaskRecord]:
+        """The records of the instances of mapped task ``name``, in item order (``[]`` for
+        a task that is not mapped or was never expanded; an instance missing from a
+        hand-edited record is left out).
+
+        Raises:
+            KeyError: there is no task ``name`` in the record.
+        """
+        names = self.tasks[name].instances or ()
+        return [self.tasks[n] for n in names if n in self.tasks]
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (the layout is in the module docstring)."""
@@ -216,7 +248,7 @@ class RunRecord:
             ValueError: ``doc`` is not a run record, or a field is missing or has the
                 wrong type (the message names the field).
         """
-        d = _Doc(doc, "record")
+        d = JsonObject(doc, "record")
         version = d.get("record_version", int)
         if version != RECORD_VERSION:
             raise ValueError(
@@ -224,10 +256,10 @@ class RunRecord:
             )
         tasks = {}
         for name, raw in d.get("tasks", dict).items():
-            t = _Doc(raw, f"tasks.{name}")
+            t = JsonObject(raw, f"tasks.{name}")
             attempts = []
             for k, raw_attempt in enumerate(t.get("attempts", list)):
-                a = _Doc(raw_attempt, f"tasks.{name}.attempts[{k}]")
+                a = JsonObject(raw_attempt, f"tasks.{name}.attempts[{k}]")
                 attempts.append(
                     AttemptRecord(
                         attempt=a.get("attempt", int),
@@ -239,6 +271,13 @@ class RunRecord:
                         backoff=a.opt("backoff_s", float),
                     )
                 )
+            mapped = t.opt("mapped", dict)
+            instances = over = None
+            if mapped is not None:
+                m = JsonObject(mapped, f"tasks.{name}.mapped")
+                count = m.get("instances", int)
+                instances = tuple(f"{name}[{k}]" for k in range(count))
+                over = tuple(str(u) for u in m.get("over", list))
             cache = t.opt("cache", str)
             if cache not in (None, "hit", "miss"):
                 raise ValueError(f"tasks.{name}.cache must be 'hit', 'miss' or null, not {cache!r}")
@@ -255,6 +294,10 @@ class RunRecord:
                 finished_at=t.opt("finished_at_s", float),
                 duration=t.opt("duration_s", float),
                 attempts=tuple(attempts),
+                parent=t.opt("parent", str),
+                index=t.opt("index", int),
+                instances=instances,
+                over=over or (),
             )
         return cls(
             run_id=d.get("run_id", str),
@@ -276,7 +319,7 @@ def _s(seconds: float | None) -> float | None:
 
 
 def _task_json(t: TaskRecord) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "state": t.state.value,
         "upstream": list(t.upstream),
         "cache": t.cache,
@@ -301,66 +344,8 @@ def _task_json(t: TaskRecord) -> dict[str, Any]:
             for a in t.attempts
         ],
     }
-
-
-class _Doc:
-    """Typed access to one JSON object, with errors that name the field."""
-
-    def __init__(self, doc: Any, where: str) -> None:
-        if not isinstance(doc, dict):
-            raise ValueError(f"{where} must be a JSON object, not {type(doc).__name__}")
-        self.doc, self.where = doc, where
-
-    def get(self, key: str, kind: type[Any]) -> Any:
-        if key not in self.doc:
-            raise ValueError(f"{self.where} has no {key!r}")
-        return self._check(key, self.doc[key], kind)
-
-    def opt(self, key: str, kind: type[Any]) -> Any:
-        value = self.doc.get(key)
-        return None if value is None else self._check(key, value, kind)
-
-    def enum(self, key: str, kind: type[enum.Enum]) -> Any:
-        value = self.get(key, str)
-        try:
-            return kind(value)
-        except ValueError:
-            raise ValueError(f"{self.where}.{key} has an unknown value {value!r}") from None
-
-    def _check(self, key: str, value: Any, kind: type[Any]) -> Any:
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"{self.where}.{key} must be {kind.__name__}, not {type(value).__name__}")
-        return value
-
-
-# -- collecting ---------------------------------------------------------------------------------
-
-
-async def read_record(path: str | os.PathLike[str]) -> RunRecord:
-    """Read a ``record.json`` file.
-
-    Raises:
-        OSError: the file cannot be read (``FileNotFoundError`` when it does not exist).
-        ValueError: it is not valid JSON or not a run record (the message names the field).
-    """
-    return RunRecord.from_json(await read_json(path))
-
-
-async def list_records(workdir: str | os.PathLike[str]) -> list[RunRecord]:
-    """Every readable run record under ``<workdir>/runs/``, newest first (by start time).
-
-    Run folders without a readable ``record.json`` are left out (and logged at DEBUG).
-    Returns an empty list when there is no ``runs`` folder.
-    """
-    runs = anyio.Path(workdir) / "runs"
-    records = []
-    paths = sorted([path async for path in runs.glob(f"*/{RECORD_FILE}")])
-    for path in paths:
-        try:
-            records.append(await read_record(path))
-        except (OSError, ValueError) as exc:
-            logger.debug("skipping run record {}: {}", path, exc)
-    records.sort(key=lambda r: (r.started_at, r.run_id), reverse=True)
-    return records
+    if t.parent is not None:
+        doc["parent"], doc["index"] = t.parent, t.index
+    if t.instances is not None:
+        doc["mapped"] = {"over": list(t.over), "instances": len(t.instances)}
+    return doc

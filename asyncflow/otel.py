@@ -16,6 +16,14 @@ runs, also at once):
   data flow, from :attr:`RunStarted.upstream <asyncflow.RunStarted>`);
 * one **attempt** span per attempt, ``attempt <task>``, a child of its task span.
 
+A mapped task (see :func:`~asyncflow.each`) opens its task span at
+:class:`~asyncflow.TaskMapped` and ends it with its last instance; each instance
+(``fetch[3]``) has a task span of its own, ``task fetch[3]``, a child of its mapped task's
+span, linked to the span of the upstream instance it is chained to (``task fetch[3]`` for
+``parse[3]``) or else to its mapped task's upstream tasks; its attempts are children of
+its span as for any task. The mapped task's span has ``mapped`` (True), ``instances``
+(their number) and ``over`` (the upstream tasks it is mapped over).
+
 Attributes (all prefixed ``asyncflow.``): ``run_id`` and ``pipeline`` on every span;
 ``task`` on task and attempt spans; ``state`` (a :class:`~asyncflow.TaskState` value on
 task spans; ``succeeded``/``retrying``/``failed``/``cancelled`` on attempts; ``ok``,
@@ -58,9 +66,11 @@ from ._events import (
     TaskCached,
     TaskCancelled,
     TaskFailed,
+    TaskMapped,
     TaskSkipped,
     TaskStarted,
     TaskSucceeded,
+    instance_of,
 )
 
 __all__ = ["INSTRUMENTATION_NAME", "OpenTelemetryListener"]
@@ -84,6 +94,8 @@ class _Run:
     tasks: dict[str, Span] = field(default_factory=dict)
     attempts: dict[str, tuple[int, Span]] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
+    mapped: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """``{expanded mapped task: the upstream tasks it is mapped over}``."""
 
 
 class OpenTelemetryListener:
@@ -123,7 +135,13 @@ class OpenTelemetryListener:
             self._finish_run(run, event, ns)
             return
         name: str = getattr(event, "task", "")
-        if isinstance(event, TaskStarted):
+        if isinstance(event, TaskMapped):
+            run.mapped[name] = event.over
+            span = self._task_span(run, name, ns, None, cache_hit=None)
+            span.set_attribute(_P + "mapped", True)
+            span.set_attribute(_P + "instances", event.count)
+            span.set_attribute(_P + "over", list(event.over))
+        elif isinstance(event, TaskStarted):
             hit = None if event.cache_key is None else False
             task = self._task_span(run, name, ns, event.cache_key, cache_hit=hit)
             attempt = self._tracer.start_span(
@@ -147,7 +165,10 @@ class OpenTelemetryListener:
             _set_error(task, event.error, ns)
             task.end(end_time=ns)
         elif isinstance(event, TaskCached):
-            self._task_span(run, name, ns, event.cache_key, cache_hit=True)
+            span = self._task_span(run, name, ns, event.cache_key, cache_hit=True)
+            if name in run.mapped:  # its span opened at TaskMapped: all instances were cached
+                span.set_attribute(_P + "cache_hit", True)
+                span.set_attribute(_P + "cache_key", event.cache_key)
             self._end_task(run, name, "cached", ns)
         elif isinstance(event, TaskSkipped):
             self._task_span(run, name, ns, None, cache_hit=None)
@@ -210,9 +231,20 @@ class OpenTelemetryListener:
     ) -> Span:
         span = run.tasks.get(name)
         if span is None:
+            parent = run.span
+            upstream = run.upstream.get(name, ())
+            instance = instance_of(name) if run.mapped else None
+            if instance is not None and instance[0] in run.tasks:
+                mapped, k = instance
+                parent = run.tasks[mapped]
+                over = run.mapped.get(mapped, ())
+                upstream = tuple(
+                    f"{up}[{k}]" if up in over and up in run.mapped else up
+                    for up in run.upstream.get(mapped, ())
+                )
             links = [
                 Link(run.tasks[up].get_span_context(), {_P + "upstream": up})
-                for up in run.upstream.get(name, ())
+                for up in upstream
                 if up in run.tasks
             ]
             attributes = self._base(run, name)
@@ -222,7 +254,7 @@ class OpenTelemetryListener:
                 attributes[_P + "cache_key"] = cache_key
             span = run.tasks[name] = self._tracer.start_span(
                 f"task {name}",
-                context=trace.set_span_in_context(run.span),
+                context=trace.set_span_in_context(parent),
                 attributes=attributes,
                 links=links,
                 start_time=ns,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mapped_pipeline import make
 from mixed_pipeline import ATTEMPTS
 from mixed_pipeline import pipeline as mixed
 
@@ -102,3 +103,47 @@ def test_cli_writes_the_trace_beside_the_record(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == doc
     wrong = cli("--format", "chrome-trace")
     assert (wrong.returncode, wrong.stderr) == (2, "asyncflow: error: --format goes with --timeline RUN_ID\n")
+
+
+def test_instances_are_threads_after_their_mapped_task(tmp_path: Path) -> None:
+    recorder = RunRecorder()
+    make(["u0", "flaky1", "bad2"]).run_sync(
+        log=False, checkpoints=False, listeners=[recorder], workdir=tmp_path
+    )
+    record = recorder.record()
+    doc = json.loads(json.dumps(chrome_trace(record)))
+    names = {e["tid"]: e["args"]["name"] for e in of(doc, ph="M", name="thread_name")}
+    order = [names[tid] for tid in sorted(names)]
+    mapped = ["fetch", "fetch[0]", "fetch[1]", "fetch[2]", "parse", "parse[0]", "parse[1]", "parse[2]"]
+    assert order == ["run", "urls", *mapped, "summary"]
+    sort = {e["tid"]: e["args"]["sort_index"] for e in of(doc, ph="M", name="thread_sort_index")}
+    assert sort == {tid: tid for tid in names}
+    tid = {name: t for t, name in names.items()}
+    (fetch,) = of(doc, cat="mapped", tid=tid["fetch"])
+    assert fetch["name"] == "fetch[*]" and fetch["ph"] == "X"
+    assert fetch["args"] | {"error": None} == {
+        "state": "failed",
+        "over": ["urls"],
+        "instances": 3,
+        "counts": {"succeeded": 2, "failed": 1},
+        "cache": None,
+        "error": None,
+        "reason": None,
+    }
+    assert fetch["args"]["error"].startswith("MappingError: 1 of 3 instances")
+    tasks = of(doc, ph="X", cat="task", tid=tid["fetch[1]"])
+    assert [(t["args"]["parent"], t["args"]["index"]) for t in tasks] == [("fetch", 1)]
+    attempts = of(doc, ph="X", cat="attempt", tid=tid["fetch[1]"])
+    assert [(a["name"], a["args"]["state"]) for a in attempts] == [
+        ("fetch[1] #1", "retrying"),
+        ("fetch[1] #2", "succeeded"),
+    ]
+    for name in ("fetch[0]", "fetch[1]", "fetch[2]"):  # each instance inside its mapped task's event
+        (task,) = of(doc, ph="X", cat="task", tid=tid[name])
+        assert fetch["ts"] - 1 <= task["ts"] and task["ts"] + task["dur"] <= fetch["ts"] + fetch["dur"] + 1
+    (skipped,) = of(doc, ph="i", tid=tid["parse[2]"])
+    assert skipped["name"] == "skipped" and (skipped["args"]["parent"], skipped["args"]["index"]) == (
+        "parse",
+        2,
+    )
+    assert not of(doc, tid=tid["urls"], cat="mapped")

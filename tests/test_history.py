@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 MIXED = Path(__file__).with_name("mixed_pipeline.py")
+MAPPED = Path(__file__).with_name("mapped_pipeline.py")
 
 
 def cli(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -118,6 +119,8 @@ def test_timeline_writes_html_beside_the_record_and_prints_its_path(workdir: Pat
         (("--show-run", "nope"), "no recorded run 'nope' in"),
         (("--output", "x.html"), "--output goes with --timeline RUN_ID"),
         (("--runs", "--show-run", "latest"), "not allowed with argument"),
+        (("--task", "flaky"), "--task goes with --show-run RUN_ID"),
+        (("--show-run", "latest", "--task", "nope"), "has no task 'nope' (its tasks: source, flaky, broken"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_code_2(
@@ -181,3 +184,99 @@ def test_an_interrupted_cli_run_still_writes_its_record(tmp_path: Path) -> None:
     assert doc["tasks"]["quick"]["state"] == "succeeded"
     assert doc["tasks"]["sleepy"]["state"] == "cancelled"
     assert doc["tasks"]["sleepy"]["attempts"][0]["state"] == "cancelled"
+
+
+# -- mapped tasks --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mapped_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """A working directory with a run of 30 instances (fetch[7] fails, fetch[3] retries,
+    fetch[12] and fetch[20] are slow), then one of 4 with --no-skip, so that its instances run
+    (they would be cached by value): (workdir, big run id, small run id)."""
+    wd = tmp_path_factory.mktemp("mapped")
+    big = cli(MAPPED, "--workdir", wd, "-p", "n=30", "-p", "bad=7", "-p", "flaky=3", "-p", "slow=12,20")
+    assert big.returncode == 1, big.stderr
+    small = cli(MAPPED, "--workdir", wd, "-p", "n=4", "-p", "bad=", "--no-skip")
+    assert small.returncode == 0, small.stderr
+    first, second = _run_ids(wd)
+    return wd, first, second
+
+
+def _instance_rows(out: str, group: str) -> list[str]:
+    """The rows indented under ``group[*]`` (instances, their attempts, the "more" row)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{group}[*] "))
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        rows.append(line)
+    return rows
+
+
+def test_show_run_shows_a_large_mapped_task_as_a_group_with_its_failed_and_slowest(
+    mapped_runs: tuple[Path, str, str],
+) -> None:
+    wd, big, _ = mapped_runs
+    proc = cli("--show-run", big, "--workdir", wd)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "took " in out and ": 59 succeeded, 2 skipped, 1 failed" in out  # instances, not mapped tasks
+    group = next(line for line in out.splitlines() if line.startswith("fetch[*] "))
+    assert group.split()[1] == "failed"
+    assert "mapped over urls: 30 instances: 29 succeeded, 1 failed; slowest fetch[" in group
+    rows = _instance_rows(out, "fetch")
+    instances = [r.split()[0] for r in rows if r.startswith("  fetch[")]
+    assert {"fetch[7]", "fetch[12]", "fetch[20]"} <= set(instances)  # the failed one, the slow ones
+    assert len(instances) <= 1 + 5  # the failed one and at most five slowest
+    assert instances == sorted(instances, key=lambda n: int(n[6:-1]))  # in item order
+    failed = rows.index(next(r for r in rows if r.startswith("  fetch[7] ")))
+    assert rows[failed].split()[1] == "failed"
+    assert rows[failed + 1].split()[:2] == ["#1", "retrying"] and rows[failed + 1].startswith("    #1")
+    assert "ConnectionError: cannot fetch bad7; backoff 0.010 s" in rows[failed + 1]
+    assert rows[failed + 2].split()[:2] == ["#2", "failed"]
+    more = rows[-1]
+    assert more.startswith(f"  ... {30 - len(instances)} more")
+    assert f"{30 - len(instances)} succeeded (--task fetch lists them all)" in more
+    assert "fetch[0] " not in out or "fetch[0]" in instances  # the others are only counted
+    assert next(line for line in out.splitlines() if line.startswith("parse[*] ")).split()[1] == "skipped"
+
+
+def test_show_run_task_shows_one_instance_or_a_whole_mapped_task(mapped_runs: tuple[Path, str, str]) -> None:
+    wd, big, _ = mapped_runs
+    proc = cli("--show-run", big, "--workdir", wd, "--task", "fetch[3]")
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout.split("\n\n", 1)[1].splitlines()[2:]  # below the header and the rule
+    assert [row.split()[:2] for row in table] == [
+        ["fetch[3]", "succeeded"],
+        ["#1", "retrying"],
+        ["#2", "succeeded"],
+    ]
+    assert "ConnectionError: cannot fetch flaky3; backoff 0.010 s" in table[1]
+    for name in ("fetch", "fetch[*]"):
+        proc = cli("--show-run", big, "--workdir", wd, "--task", name)
+        assert proc.returncode == 0, proc.stderr
+        rows = _instance_rows(proc.stdout, "fetch")
+        assert [r.split()[0] for r in rows if r.startswith("  fetch[")] == [f"fetch[{k}]" for k in range(30)]
+        assert not any("more" in r for r in rows)
+        assert "urls " not in proc.stdout and "parse" not in proc.stdout
+    proc = cli("--show-run", big, "--workdir", wd, "--task", "fetch[30]")
+    assert proc.returncode == 2
+    assert "has no task 'fetch[30]' (its tasks: urls, fetch, parse, summary)" in proc.stderr
+
+
+def test_show_run_lists_every_instance_of_a_small_mapped_task(mapped_runs: tuple[Path, str, str]) -> None:
+    wd, _, small = mapped_runs
+    proc = cli("--show-run", small, "--workdir", wd)
+    assert proc.returncode == 0, proc.stderr
+    for group in ("fetch", "parse"):
+        rows = _instance_rows(proc.stdout, group)
+        assert [r.split()[:2] for r in rows if not r.startswith("    #")] == [
+            [f"{group}[{k}]", "succeeded"] for k in range(4)
+        ]
+        assert sum(1 for r in rows if r.startswith("    #1 ")) == 4  # each instance's attempt
+    parse = next(line for line in proc.stdout.splitlines() if line.startswith("parse[*] "))
+    assert "mapped over fetch: 4 instances: 4 succeeded" in parse and "slowest" not in parse
+    proc = cli("--runs", "--workdir", wd)
+    assert "10 succeeded" in proc.stdout and "59 succeeded, 2 skipped, 1 failed" in proc.stdout

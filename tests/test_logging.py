@@ -1,17 +1,23 @@
-"""Logging (asyncflow._logging, asyncflow._context): logging never breaks a run."""
+"""Logging (asyncflow._logging, asyncflow._context): logging never breaks a run; a mapped
+task's expansion and end are told in words."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from loguru import logger
+from mapped_pipeline import make
 
+import asyncflow
 import asyncflow._context
 from asyncflow import Event, Pipeline, RunContext, TaskState
-from asyncflow._logging import add_cli_sinks
+from asyncflow._logging import LogListener, add_cli_sinks
+
+E: dict[str, Any] = {"run_id": "r", "time": 0.0}
 
 
 @pytest.fixture
@@ -96,3 +102,57 @@ async def test_cli_sinks_write_the_documented_line_formats(
     failed = next(i for i, line in enumerate(lines) if "task=broken failed after 1 attempt" in line)
     assert re.match(stamp + " ERROR   run=r1 task=broken ", lines[failed])
     assert lines[failed + 1].startswith("Traceback") and "ValueError: on purpose" in "\n".join(lines[failed:])
+
+
+# -- mapped tasks ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lines() -> Iterator[list[str]]:
+    logger.enable("asyncflow")
+    out: list[str] = []
+    sink = logger.add(
+        lambda m: out.append(f"{m.record['level'].name} {m.record['extra']['task']} {m.record['message']}"),
+        level="DEBUG",
+    )
+    try:
+        yield out
+    finally:
+        logger.remove(sink)
+        logger.disable("asyncflow")
+
+
+def test_task_mapped_is_logged_at_info_in_words(lines: list[str]) -> None:
+    log = LogListener()
+    log(
+        asyncflow.TaskMapped(
+            **E, task="fetch", instances=tuple(f"fetch[{k}]" for k in range(200)), over=("urls",)
+        )
+    )
+    log(asyncflow.TaskMapped(**E, task="pair", instances=("pair[0]",), over=("a", "b")))
+    log(asyncflow.TaskMapped(**E, task="none", instances=(), over=("urls",)))
+    assert lines == [
+        "INFO fetch mapped over urls: 200 instances",
+        "INFO pair mapped over a and b: 1 instance",
+        "INFO none mapped over urls: 0 instances",
+    ]
+
+
+async def test_a_mapped_task_ends_in_words_about_its_instances(lines: list[str], anyio_backend: str) -> None:
+    result = await make(["a", "bad", "c"]).run(checkpoints=False)
+    assert not result.ok
+    assert "INFO fetch mapped over urls: 3 instances" in lines
+    assert "INFO parse mapped over fetch: 3 instances" in lines
+    assert "INFO fetch[0] succeeded on attempt 1 in " in "\n".join(lines)
+    failed = [line for line in lines if line.startswith("ERROR fetch ")]
+    assert failed == [
+        "ERROR fetch failed: MappingError: 1 of 3 instances of task 'fetch' did not succeed: fetch[1]"
+    ]
+    assert not any("attempt 0" in line or "0 attempts" in line for line in lines)
+    lines.clear()
+    result = await make(["a", "c"]).run(checkpoints=False)
+    assert result.ok
+    done = [line for line in lines if line.startswith(("INFO fetch ", "INFO parse "))]
+    assert done[0] == "INFO fetch mapped over urls: 2 instances"
+    assert any(line.startswith("INFO fetch all 2 instances succeeded in ") for line in done), done
+    assert any(line.startswith("INFO parse all 2 instances succeeded in ") for line in done), done

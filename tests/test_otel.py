@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from mapped_pipeline import make
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -258,3 +259,41 @@ def test_public_names_are_exactly_these() -> None:
 
     assert otel.__all__ == ["INSTRUMENTATION_NAME", "OpenTelemetryListener"]
     assert OpenTelemetryListener.__doc__ and "tracer_provider" in OpenTelemetryListener.__doc__
+
+
+async def test_each_instance_is_a_span_under_its_mapped_task(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    result = await make(["u0", "flaky1", "bad2"]).run(
+        listeners=[OpenTelemetryListener(provider)], checkpoints=False, log=False
+    )
+    assert not result.ok
+    spans = by_name(exporter.get_finished_spans())
+    one = {name: s[0] for name, s in spans.items() if name.startswith("task ")}
+    assert set(one) == {"task urls", "task fetch", "task parse", "task summary"} | {
+        f"task {g}[{k}]" for g in ("fetch", "parse") for k in range(3)
+    }
+    assert all(len(spans[name]) == 1 for name in one)
+    (run,) = spans["run mapped"]
+    fetch, parse = one["task fetch"], one["task parse"]
+    assert parent_id(fetch) == parent_id(parse) == parent_id(one["task urls"]) == span_id(run)
+    assert {k: v for k, v in attrs(fetch).items() if k in ("asyncflow.mapped", "asyncflow.instances")} == {
+        "asyncflow.mapped": True,
+        "asyncflow.instances": 3,
+    }
+    assert attrs(fetch)["asyncflow.over"] == ("urls",)
+    assert attrs(fetch)["asyncflow.state"] == "failed" and fetch.status.status_code is StatusCode.ERROR
+    for k in range(3):
+        instance = one[f"task fetch[{k}]"]
+        assert parent_id(instance) == span_id(fetch)
+        assert [link.context.span_id for link in instance.links] == [span_id(one["task urls"])]
+        chained = one[f"task parse[{k}]"]
+        assert parent_id(chained) == span_id(parse)
+        assert [link.context.span_id for link in chained.links] == [span_id(instance)]  # no barrier: its own
+        assert fetch.start_time <= instance.start_time <= instance.end_time <= fetch.end_time  # type: ignore[operator]
+    attempts = spans["attempt fetch[1]"]
+    assert [parent_id(a) for a in attempts] == [span_id(one["task fetch[1]"])] * 2
+    assert sorted(attrs(a)["asyncflow.state"] for a in attempts) == ["retrying", "succeeded"]  # type: ignore[type-var]
+    assert attrs(one["task parse[2]"])["asyncflow.state"] == "skipped"
+    assert [link.context.span_id for link in one["task summary"].links] == [span_id(parse)]
+    assert attrs(run)["asyncflow.count.succeeded"] == 5  # urls and 2 + 2 instances

@@ -9,12 +9,14 @@ from typing import Any
 
 import anyio
 import pytest
+from mapped_pipeline import SLOW, make
 from mixed_pipeline import ATTEMPTS
 from mixed_pipeline import pipeline as mixed
 
 import asyncflow
+from asyncflow._record_files import list_records, read_record
 from asyncflow._recorder import RunRecorder
-from asyncflow._records import AttemptState, RunRecord, list_records, read_record
+from asyncflow._records import AttemptState, RunRecord
 from asyncflow._store import MemoryStore
 
 E: dict[str, Any] = {"run_id": "r1"}
@@ -211,3 +213,132 @@ async def test_list_records_is_newest_first_and_skips_unreadable_ones(tmp_path: 
     (broken / "record.json").write_text("{not json")
     assert [r.run_id for r in await list_records(tmp_path)] == ids[::-1]
     assert await list_records(tmp_path / "nowhere") == []
+
+
+# -- mapped tasks --------------------------------------------------------------------------------
+
+
+async def test_a_mapped_run_records_every_instance_with_its_attempts(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    items = ["u0", "flaky1", "bad2", "slow3"]
+    result = await make(items).run(workdir=tmp_path, log=False, checkpoints=False, record=True)
+    path = tmp_path / "runs" / result.run_id / "record.json"
+    record = await read_record(path)
+    doc = json.loads(path.read_text())
+    names = (
+        ["urls", "fetch", "parse", "summary"]
+        + [f"fetch[{k}]" for k in range(4)]
+        + [f"parse[{k}]" for k in range(4)]
+    )
+    assert list(record.tasks) == names
+    assert {n: t.state for n, t in record.tasks.items()} == {n: t.state for n, t in result.tasks.items()}
+    assert record.counts == result.counts
+    assert doc["counts"] == {"succeeded": 7, "failed": 1, "skipped": 2}  # instances, not the mapped tasks
+    fetch = record.tasks["fetch"]
+    assert fetch.is_mapped and fetch.instances == tuple(f"fetch[{k}]" for k in range(4))
+    assert (fetch.over, fetch.attempts, fetch.error_type) == (("urls",), (), "MappingError")
+    assert fetch.error == "1 of 4 instances of task 'fetch' did not succeed: fetch[2]"
+    assert doc["tasks"]["fetch"]["mapped"] == {"over": ["urls"], "instances": 4}
+    assert "parent" not in doc["tasks"]["fetch"] and "mapped" not in doc["tasks"]["urls"]
+    assert [t.name for t in record.instances("fetch")] == list(fetch.instances)
+    assert record.instances("urls") == []
+    flaky, bad = record.tasks["fetch[1]"], record.tasks["fetch[2]"]
+    assert (flaky.parent, flaky.index, flaky.upstream) == ("fetch", 1, ("urls",))
+    assert (doc["tasks"]["fetch[1]"]["parent"], doc["tasks"]["fetch[1]"]["index"]) == ("fetch", 1)
+    assert [a.state for a in flaky.attempts] == [AttemptState.RETRYING, AttemptState.SUCCEEDED]
+    assert [a.state for a in bad.attempts] == [AttemptState.RETRYING, AttemptState.FAILED]
+    assert bad.attempts[0].error == "cannot fetch bad2" and bad.attempts[0].backoff == 0.01
+    slow = record.tasks["fetch[3]"]
+    assert slow.duration is not None and slow.duration >= SLOW - 0.01
+    parse = record.tasks["parse[3]"]
+    assert (parse.parent, parse.index, parse.upstream) == ("parse", 3, ("fetch[3]",))  # chained
+    assert parse.started_at is not None and slow.finished_at is not None
+    assert parse.started_at >= slow.finished_at - 1e-6
+    skipped = record.tasks["parse[2]"]
+    assert (skipped.state, skipped.reason) == (asyncflow.TaskState.SKIPPED, "upstream task 'fetch[2]' failed")
+    assert record.tasks["parse"].state is asyncflow.TaskState.SKIPPED and record.tasks["parse"].over == (
+        "fetch",
+    )
+    assert RunRecord.from_json(doc) == record
+    again = RunRecord.from_json(doc).to_json()["tasks"]
+    assert {n: (t.get("parent"), t.get("index"), t.get("mapped")) for n, t in again.items()} == {
+        n: (t.get("parent"), t.get("index"), t.get("mapped")) for n, t in doc["tasks"].items()
+    }
+
+
+async def test_a_cached_mapped_task_spans_the_loading_of_its_instances(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    store = MemoryStore()
+    p = make(["a", "b", "c"])
+    await p.run(workdir=tmp_path, log=False, store=store)
+    result = await p.run(workdir=tmp_path, log=False, store=store, record=True)
+    (record,) = await list_records(tmp_path)
+    assert record.run_id == result.run_id and record.status == "ok"
+    fetch = record.tasks["fetch"]
+    assert (fetch.state, fetch.cache) == (asyncflow.TaskState.CACHED, "hit")
+    assert [t.state for t in record.instances("fetch")] == [asyncflow.TaskState.CACHED] * 3
+    assert [t.cache for t in record.instances("fetch")] == ["hit"] * 3
+    assert fetch.started_at is not None and fetch.finished_at is not None and fetch.duration is not None
+    assert fetch.started_at <= min(t.finished_at or 0 for t in record.instances("fetch"))
+    assert fetch.duration == pytest.approx(fetch.finished_at - fetch.started_at, abs=1e-5)
+    assert record.counts == {asyncflow.TaskState.SUCCEEDED: 1, asyncflow.TaskState.CACHED: 7}  # urls runs
+
+
+def test_a_record_written_before_mapped_tasks_reads_back_unchanged() -> None:
+    # The layout of record_version 1 before instances and mapped tasks were recorded.
+    doc: dict[str, Any] = {
+        "record_version": 1,
+        "run_id": "20240501T100003-abcdef",
+        "pipeline": "prices",
+        "status": "ok",
+        "ok": True,
+        "finished": True,
+        "started_at_s": 1714557603.25,
+        "finished_at_s": 1714557603.66,
+        "duration_s": 0.41,
+        "params": {"holdout": 24},
+        "versions": {"asyncflow": "0.1.0", "python": "3.11.9", "anyio": "4.6.0", "backend": "asyncio"},
+        "counts": {"succeeded": 2},
+        "tasks": {
+            name: {
+                "state": "succeeded",
+                "upstream": up,
+                "cache": "miss",
+                "cache_key": "9f2c" * 16,
+                "reason": None,
+                "error_type": None,
+                "error": None,
+                "started_at_s": 1714557603.3,
+                "finished_at_s": 1714557603.4,
+                "duration_s": 0.1,
+                "attempts": [
+                    {
+                        "attempt": 1,
+                        "state": "succeeded",
+                        "started_at_s": 1714557603.3,
+                        "finished_at_s": 1714557603.4,
+                        "duration_s": 0.1,
+                        "error_type": None,
+                        "error": None,
+                        "backoff_s": None,
+                    }
+                ],
+            }
+            for name, up in (("ingest", []), ("fit[0]", ["ingest"]))  # a name, not an instance
+        },
+    }
+    record = RunRecord.from_json(doc)
+    assert list(record.tasks) == ["ingest", "fit[0]"]
+    for task in record.tasks.values():
+        assert (task.parent, task.index, task.instances, task.over, task.is_mapped) == (
+            None,
+            None,
+            None,
+            (),
+            False,
+        )
+        assert len(task.attempts) == 1
+    assert record.counts == {asyncflow.TaskState.SUCCEEDED: 2}
+    assert record.to_json() == doc  # written back with no new keys
