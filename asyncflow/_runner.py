@@ -101,7 +101,7 @@ from ._events import (
 )
 from ._executors import Submit
 from ._graph import Node
-from ._mapping import checkpoint_name
+from ._instances import instance_checkpoint
 from ._outcomes import RunState
 from ._result import RunResult
 from ._serializers import Serializer
@@ -460,11 +460,9 @@ class Run(RunState):
         return self.submits[i if node.parent < 0 else node.parent]  # an instance runs where its task does
 
     def instance_checkpoint(self, node: Node) -> str:
-        """The store name of instance ``node``: by its items' values (see :func:`checkpoint_name`)."""
-        mapped = {p for p, _ in self.nodes[node.parent].maps}
-        digests = [d for _, _, d in node.bound]
-        digests += [self.digests[u] or "" for p, u in node.inputs if p in mapped]
-        return checkpoint_name(node.task.name, digests)
+        """The store name of instance ``node``: by its items' values (see
+        :func:`~asyncflow._mapping.instance_checkpoint`)."""
+        return instance_checkpoint(node, self.nodes[node.parent], self.digests)
 
     def context(self, task: str, attempt: int, params: Mapping[str, Any] | None) -> RunContext:
         return RunContext(
