@@ -102,14 +102,17 @@ def mapped_over(node: Node, nodes: Sequence[Node]) -> tuple[str, ...]:
 
 
 def mapped_items(
-    node: Node, nodes: Sequence[Node], results: Sequence[Any], expansions: Mapping[int, Expansion]
+    node: Node,
+    nodes: Sequence[Node],
+    results: Sequence[Any] | Mapping[int, Any],
+    expansions: Mapping[int, Expansion],
 ) -> tuple[list[tuple[str, Sequence[Any]]], list[tuple[str, Expansion]], int]:
     """What mapped task ``node`` is mapped over, once its upstream tasks are done or expanded.
 
     Args:
         node: the mapped task's node.
         nodes: the nodes by index (``results`` and ``expansions`` use the same indices).
-        results: the result of each plain task ``node`` is mapped over.
+        results: the result of each plain task ``node`` is mapped over, by node index.
         expansions: the expansion of each mapped task ``node`` is mapped over (chained).
 
     Returns:
