@@ -56,6 +56,7 @@ from ._pipeline import Pipeline
 from ._progress import terminal_display
 from ._recorder import RunRecorder, save_now
 from ._render import render_summary, run_json
+from ._render_mapped import Instances, capped_errors, mapped_over_names
 from ._result import RunResult
 from ._runner import new_run_id
 
@@ -230,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     guard = SignalGuard(
         tracker,
         grace=args.grace,
-        render=lambda r: json.dumps(run_json(r, log_file)) if args.json else render_summary(r, sinks),
+        render=lambda r: (
+            json.dumps(run_json(r, log_file, graph)) if args.json else render_summary(r, sinks, graph)
+        ),
         log_file=log_file,
         on_abandon=lambda: save_now(recorder, workdir / "runs"),
     )
@@ -310,11 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_without_abandoned_threads(tracker.result(), guard.exit_code)
 
     if args.json:
-        print(json.dumps(run_json(result, log_file)))
+        print(json.dumps(run_json(result, log_file, graph)))
         return exit_without_abandoned_threads(result, EXIT_OK if result.ok else EXIT_FAILED)
-    print(render_summary(result, sinks))
+    print(render_summary(result, sinks, graph))
     failure = log_file_failure()
     print(f"log: {log_file}" if failure is None else f"log: not written ({failure.strerror or failure})")
-    for name, error in result.errors.items():
+    errors, left_out = capped_errors(result.errors, Instances(result, mapped_over_names(graph)))
+    for name, error in errors.items():
         print(f"asyncflow: task {name!r} failed: {describe_error(error)}", file=sys.stderr)
+    for name, count in left_out.items():
+        more = f"asyncflow: and {count} more instances of {name!r} failed (the log has them all)"
+        print(more, file=sys.stderr)
     return exit_without_abandoned_threads(result, EXIT_OK if result.ok else EXIT_FAILED)

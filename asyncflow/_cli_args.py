@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="TASK",
-        help="run only these tasks; the tasks upstream of them are loaded from their checkpoints",
+        help="run only these tasks; the tasks upstream of them are loaded from their checkpoints "
+        "(a mapped task upstream, which has none of its own, runs: its instances are cached "
+        "when their checkpoints match)",
     )
     parser.add_argument(
         "--from",
@@ -211,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_argument(
         "--dry-run",
         action="store_true",
-        help="show for each task whether it would run or be cached, and why; run nothing",
+        help="show for each task whether it would run or be cached, and why (for a mapped "
+        "task: how many instances would run or be cached, when its items are known from "
+        "checkpoints); run nothing",
     )
     verbs.add_argument(
         "--graph",

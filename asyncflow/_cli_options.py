@@ -25,7 +25,7 @@ from ._events import Listener
 from ._executors import Executor, resolve_executor
 from ._graph import Graph
 from ._pipeline import Pipeline
-from ._plan import select
+from ._selection import select
 
 __all__ = ["choose_executor", "parse_params", "parse_pools", "selection"]
 

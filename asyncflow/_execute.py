@@ -52,7 +52,10 @@ async def execute(
     With ``selected`` (task names), only those tasks run; the tasks upstream of them that
     are not selected are loaded from their checkpoints whatever their cache key (with a
     warning when it is stale) — those declared ``checkpoint=False`` run again, as on every
-    run — and every other task is left out of the run and its result.
+    run, and so do unselected mapped tasks (see :func:`~asyncflow.each`), which have no
+    checkpoint of their own: each of their instances is loaded when its checkpoint
+    matches and runs when it does not — and every other task is left out of the run and
+    its result.
 
     ``pools`` maps a tag to the most tasks with that tag that may run at once, on top of
     ``max_concurrency`` (like Airflow pools or Prefect tag limits).
@@ -100,8 +103,11 @@ async def execute(
         chosen = {graph.index[n] for n in names}
         missing = []
         for node in graph.nodes:
-            if node.index in chosen or not node.task.checkpoint:
-                continue  # a task that keeps no checkpoint runs again, as on every run
+            if node.index in chosen or not node.task.checkpoint or node.maps:
+                # A task that keeps no checkpoint runs again, as on every run; a mapped
+                # task has none of its own: it is expanded, and its instances are cached
+                # when their checkpoints match (else they run).
+                continue
             wanted = node.task.serializer or serializer
             checkpoint = await store.load(node.name, wanted) if store is not None else None
             if checkpoint is None or checkpoint.serializer != wanted.name:

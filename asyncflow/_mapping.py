@@ -15,11 +15,9 @@ mapped task to a task mapped over it (a *chained* edge) is satisfied when the up
 *expanded*, not when it completes. Every other edge out of a mapped task (a task that
 takes its whole list) is satisfied when all of its instances are done (:meth:`complete`).
 
-Checkpoints. An instance's checkpoint is stored under ``task[<digest>]``, the digest of
-its items' *values* (:func:`checkpoint_name`), and its cache key folds in its items'
-digests, not its position: adding an item runs one more instance, reordering the list
-runs none. The whole list a downstream task receives has the digest of its instances'
-digests, in order (so reordering re-runs that task).
+Checkpoints. An instance is checkpointed under the digest of its items' values, and its
+key folds in those digests, not its position (see :mod:`asyncflow._instances`, whose
+functions make, name and key the instances for the runner and the planner alike).
 
 Failures. A failed instance skips the instances chained to it (through its downstream
 list); the other instances run to completion. Once all instances ended, the mapped task
@@ -33,101 +31,45 @@ entry in each per-task column, the same as a task declared statically.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._cache import result_digest, volatile_key
+from ._cache import volatile_key
 from ._errors import MappingError
 from ._events import Event, TaskCached, TaskFailed, TaskMapped, TaskSkipped, TaskState, TaskSucceeded
 from ._graph import Graph, Node
+from ._instances import (
+    Expansion,
+    checkpoint_name,
+    combined_digest,
+    instance_checkpoint,
+    instance_item,
+    instance_nodes,
+    item_digest,
+    item_digests,
+    list_digests,
+    mapped_items,
+    mapped_over,
+)
 
+# The names of asyncflow._instances are re-exported: imports from here keep working.
 __all__ = [
     "Expansion",
     "MappedTasks",
     "checkpoint_name",
     "combined_digest",
+    "instance_checkpoint",
     "instance_item",
+    "instance_nodes",
     "item_digest",
     "item_digests",
+    "list_digests",
+    "mapped_items",
+    "mapped_over",
 ]
 
 PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
 _BAD = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
-
-
-class Expansion:
-    """The instances of one expanded mapped task: node indices ``first .. first + count - 1``.
-
-    ``open`` counts those not yet ended; ``failed`` and ``skipped`` those that ended so.
-    """
-
-    __slots__ = ("count", "failed", "first", "open", "skipped")
-
-    def __init__(self, first: int, count: int) -> None:
-        self.first = first
-        self.count = count
-        self.open = count
-        self.failed = 0
-        self.skipped = 0
-
-    @property
-    def indices(self) -> range:
-        """The node indices of the instances, in item order."""
-        return range(self.first, self.first + self.count)
-
-
-def item_digest(item: Any) -> str | None:
-    """The digest of one item an instance receives: of its strict JSON, else of its pickle.
-
-    ``None`` when it is neither; the caller then uses a
-    :func:`~asyncflow._cache.volatile_key`, so the instance runs on every run, as a task
-    below an unhashable result does.
-    """
-    digest = result_digest(item)
-    if digest is not None:
-        return digest
-    try:
-        return hashlib.sha256(pickle.dumps(item, protocol=5)).hexdigest()
-    except Exception:
-        return None
-
-
-def item_digests(node: Node, run_id: str) -> tuple[tuple[str, str], ...]:
-    """``(parameter, digest)`` of each item instance ``node`` receives from a plain list.
-
-    Computed when the instance's key is (not when it is made: a run without checkpoints
-    never hashes an item).
-    """
-    return tuple(
-        (param, item_digest(item) or volatile_key(f"{node.name}.{param}", run_id))
-        for param, item in node.bound
-    )
-
-
-def combined_digest(digests: Iterable[str]) -> str:
-    """One digest for an ordered list of digests (of a mapped task's list of results)."""
-    return hashlib.sha256("\x1e".join(digests).encode()).hexdigest()
-
-
-def checkpoint_name(task: str, digests: Sequence[str]) -> str:
-    """The store name of an instance of ``task`` whose mapped items have ``digests``.
-
-    ``task[``, 16 hex digits of the item's digest (of their :func:`combined_digest` for
-    zipped items), ``]``: by value, not position, so the same item finds its checkpoint
-    wherever it is in the list.
-    """
-    digest = digests[0] if len(digests) == 1 else combined_digest(digests)
-    return f"{task}[{digest[:16]}]"
-
-
-def instance_item(node: Node, results: Sequence[Any], template: Node) -> Any:
-    """The item an instance received: one value, or ``{parameter: value}`` for zipped inputs."""
-    mapped = {p for p, _ in template.maps}
-    values = dict(node.bound)
-    values.update((p, results[u]) for p, u in node.inputs if p in mapped)
-    return next(iter(values.values())) if len(values) == 1 else values
 
 
 class MappedTasks:
@@ -174,77 +116,39 @@ class MappedTasks:
     def expand(self, t: int) -> None:
         """Make the instances of mapped task ``t``, whose upstream tasks are done or expanded."""
         node = self.nodes[t]
-        name = node.task.name
-        nodes, results, expansions = self.nodes, self.results, self.expansions
-        lengths: list[tuple[str, str, int]] = []  # (parameter, upstream, length)
-        plain: list[tuple[str, Sequence[Any]]] = []
-        chained: list[tuple[str, Expansion]] = []
-        for param, u in node.maps:
-            upstream = nodes[u].name
-            expansion = expansions.get(u)
-            if expansion is not None:
-                chained.append((param, expansion))
-                lengths.append((param, upstream, expansion.count))
-                continue
-            value = results[u]
-            if not isinstance(value, list | tuple):
-                self.fail(
-                    t,
-                    MappingError(
-                        name,
-                        f"task {name!r} is mapped over the result of {upstream!r} (parameter "
-                        f"{param!r}), which must be a list, not {type(value).__qualname__}",
-                    ),
-                )
-                return
-            plain.append((param, value))
-            lengths.append((param, upstream, len(value)))
-        if len({n for _, _, n in lengths}) > 1:
-            described = " and ".join(f"{p!r} over {u!r} has {n} items" for p, u, n in lengths)
-            self.fail(t, MappingError(name, f"task {name!r} zips inputs of unequal lengths: {described}"))
+        nodes, expansions = self.nodes, self.expansions
+        try:
+            plain, chained, count = mapped_items(node, nodes, self.results, expansions)
+        except MappingError as exc:
+            self.fail(t, exc)
             return
-        count = lengths[0][2]
         first = len(nodes)
-        expansion = expansions[t] = Expansion(first, count)
-        # The instances' own upstream: the mapped task's, less what it maps over (each
-        # instance gets its item, or its upstream instance, instead) unless it also takes
-        # that task whole.
-        over = {u for _, u in node.maps}
-        data = {u for _, u in node.inputs} | {u for _, g in node.gathers for u in g}
-        static_up = tuple(u for u in node.upstream if u not in over or u in data)
-        labels = tuple(f"{name}[{k}]" for k in range(count))
+        expansions[t] = Expansion(first, count)
+        labels, instances = instance_nodes(node, first, count, plain, chained)
         states = self.states
         new_remaining = [0] * count
         blocked: list[tuple[int, int]] = []  # (instance, the upstream instance that did not succeed)
-        task, inputs, gathers = node.task, node.inputs, node.gathers
-        if not chained and len(plain) == 1:  # the common case, without the general loop's work
-            param, items = plain[0]
-            nodes += [
-                Node(j, task, inputs, gathers, static_up, [], (), (), label, t, ((param, item),))
-                for j, label, item in zip(range(first, first + count), labels, items, strict=True)
-            ]
-        for k in range(count if chained or len(plain) != 1 else 0):
-            j = first + k
-            links = tuple((param, e.first + k) for param, e in chained)
-            for _, m in links:
-                state = states[m]
-                if state is PENDING or state is RUNNING:
-                    new_remaining[k] += 1
-                    nodes[m].downstream.append(j)  # type: ignore[attr-defined]  # an instance's is a list
-                elif state in _BAD:
-                    blocked.append((j, m))
-            bound = tuple((param, items[k]) for param, items in plain)
-            ups = static_up + tuple(m for _, m in links)
-            nodes.append(Node(j, task, inputs + links, gathers, ups, [], (), (), labels[k], t, bound))
+        if chained:
+            for k in range(count):
+                j = first + k
+                for _, e in chained:
+                    m = e.first + k
+                    state = states[m]
+                    if state is PENDING or state is RUNNING:
+                        new_remaining[k] += 1
+                        nodes[m].downstream.append(j)  # type: ignore[attr-defined]  # an instance's is a list
+                    elif state in _BAD:
+                        blocked.append((j, m))
+        nodes.extend(instances)
         self._grow(t, count, new_remaining, labels)
         if self.listeners:
             self.emit(
                 TaskMapped(
                     run_id=self.run_id,
                     time=self.now(),
-                    task=name,
+                    task=node.task.name,
                     instances=labels,
-                    over=tuple(dict.fromkeys(nodes[u].name for _, u in node.maps)),
+                    over=mapped_over(node, nodes),
                 )
             )
         skipped = {j for j, _ in blocked}

@@ -272,8 +272,10 @@ class Pipeline:
             seed: seed for the jitter's random numbers, for reproducible waits.
             only: run just these tasks (names); the tasks upstream of them that are not
                 listed are loaded from their checkpoints (even stale ones), except those
-                declared ``checkpoint=False``, which run again as on every run; all other
-                tasks are left out of the run and of its result.
+                declared ``checkpoint=False``, which run again as on every run, and mapped
+                tasks (:func:`~asyncflow.each`: no checkpoint of their own), whose instances
+                are cached when their checkpoints match, else run; all other tasks are left
+                out of the run and of its result.
             pools: ``{tag: limit}``: at most ``limit`` tasks carrying ``tag`` (see the
                 ``tags`` option of :meth:`task`) run at once, on top of ``max_concurrency``.
             record: write the run record, ``<workdir>/runs/<run id>/record.json`` (see

@@ -8,132 +8,55 @@ A key folds in upstream *results* (early cutoff), so below a task that will run 
 decision is known only in the run: such a task is planned to run, with the reason
 ``upstream X will run; cached if its result is unchanged``.
 
-When a checkpoint's key does not match, the parts stored beside it (``key_parts``, see
-:class:`asyncflow._cache.CacheKey`) tell why, naming what changed: a helper, a constant,
-a bound argument, the task's own code, a parameter it reads, its ``cache_key_fn`` input,
-an upstream result, or its serializer. Checkpoints of asyncflow 0.1 give ``cache key
-changed``.
+When a checkpoint's key does not match, the reason names what changed (see
+:mod:`asyncflow._plan_why`).
 
-:func:`select` turns ``--only``/``--from``/``--until`` into the task selection of a
-partial run (``Pipeline.run(only=...)``); the plan of a partial run mirrors it: the
-selected tasks and, loaded from their checkpoints whatever their key, the unselected
-tasks upstream of them.
+Mapped tasks (:func:`~asyncflow.each`). Their instances are known only once the items
+are: when every task a mapped task is mapped over would be cached (its result is then
+its checkpoint's) — for a task mapped over a mapped task, when every instance of that
+one would be cached — the planner makes the instances with the runner's own functions
+(:mod:`asyncflow._instances`) and plans each as a task, under its checkpoint name; the
+mapped task's reason counts them (``mapped over urls: 3 instances: 1 would run, 2
+cached``). Otherwise its reason is ``mapped over urls (known when it runs)``. Either
+way the mapped task is one entry of the plan, its instances' plans in
+:attr:`PlannedTask.instances`; the tasks below it follow the rules above (its list's
+digest is known when all of its instances would be cached).
+
+The plan of a partial run (``selected``, see :func:`asyncflow._selection.select`)
+mirrors the run: the selected tasks and, loaded from their checkpoints whatever their
+key, the unselected tasks upstream of them; an unselected mapped task (no checkpoint of
+its own) is planned as in a full run, its instances cached when their keys match.
 """
 
 from __future__ import annotations
 
-import enum
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._cache import CacheKey, DigestView, base_key, effect_edges, effect_mark, finish_key
+from ._cache import DigestView, KeyBase, base_key, effect_edges, effect_mark, finish_key
 from ._checkpointing import recorded_reads
-from ._digest import CodeDigest, describe_change
-from ._errors import PipelineDefinitionError
+from ._errors import MappingError, PipelineDefinitionError
 from ._graph import Graph, Node
+from ._instances import (
+    Expansion,
+    instance_checkpoint,
+    instance_nodes,
+    item_digests,
+    list_digests,
+    mapped_items,
+    mapped_over,
+)
+from ._plan_why import mapped_reason, why_changed
+from ._planned import MAYBE, PLANNED, Action, Plan, PlannedTask
+from ._selection import select
 from ._serializers import JSON, Serializer
 from ._store import Checkpoint, CheckpointStore
 from ._task import missing_outputs
 
-__all__ = ["Action", "Plan", "PlannedTask", "make_plan", "select"]
-
-
-class Action(enum.Enum):
-    """What a run would do with one task."""
-
-    RUN = "run"
-    """Run it (no usable checkpoint, forced, or not checkpointed)."""
-    CACHED = "cached"
-    """Load its result from its checkpoint."""
-    FAIL = "fail"
-    """Fail before running: its ``cache_key_fn`` raises."""
-    SKIP = "skip"
-    """Skip it: an upstream task would fail."""
-    MISSING = "missing"
-    """A partial run needs its checkpoint and there is none: the run would not start."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlannedTask:
-    """The plan for one task.
-
-    Attributes:
-        name: the task's name.
-        action: what the run would do.
-        reason: why, in words (``no checkpoint``, ``its code changed``, ...).
-        selected: False for a task that a partial run loads only because a selected
-            task needs it.
-        cache_key: the key the run would use (hex SHA-256), or ``None`` when unknown.
-        stored_key: the key of its checkpoint, or ``None`` when it has none.
-    """
-
-    name: str
-    action: Action
-    reason: str
-    selected: bool = True
-    cache_key: str | None = None
-    stored_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Plan:
-    """What a run of ``pipeline`` would do.
-
-    Attributes:
-        pipeline: the pipeline's name.
-        tasks: one :class:`PlannedTask` per task of the run, in definition order (a
-            partial run leaves out the tasks it does not need).
-    """
-
-    pipeline: str
-    tasks: tuple[PlannedTask, ...]
-
-    def by_action(self, action: Action) -> list[str]:
-        """The names of the tasks planned for ``action``, in definition order."""
-        return [t.name for t in self.tasks if t.action is action]
-
-    @property
-    def missing(self) -> list[str]:
-        """Tasks whose missing checkpoint would stop a partial run from starting."""
-        return self.by_action(Action.MISSING)
-
-
-def select(
-    graph: Graph, *, only: Sequence[str] = (), start: str | None = None, end: str | None = None
-) -> list[str] | None:
-    """The tasks a partial run selects, in definition order; ``None`` when nothing narrows it.
-
-    Args:
-        only: exactly these tasks.
-        start: this task and every task downstream of it (``--from``).
-        end: this task and every task upstream of it (``--until``).
-
-    Given together, the selection is the tasks that every given option selects
-    (``start`` and ``end`` together: the tasks on the paths between them).
-
-    Raises:
-        UnknownDependencyError: a name is not a task (the message suggests the closest).
-        ValueError: the options together select no task.
-    """
-    chosen: set[int] | None = None
-
-    def narrow(found: set[int]) -> None:
-        nonlocal chosen
-        chosen = found if chosen is None else chosen & found
-
-    if only:
-        narrow(graph.indices(only))
-    if start is not None:
-        narrow(graph.downstream_closure(graph.indices([start])))
-    if end is not None:
-        narrow(graph.upstream_closure(graph.indices([end])))
-    if chosen is None:
-        return None
-    if not chosen:
-        raise ValueError("the selection is empty: no task is selected by all of the given options")
-    return [graph.nodes[i].name for i in sorted(chosen)]
+# Re-exported: the plan's types (asyncflow._planned) and select (asyncflow._selection).
+__all__ = ["MAYBE", "PLANNED", "Action", "Plan", "PlannedTask", "make_plan", "select"]
 
 
 async def make_plan(
@@ -166,7 +89,8 @@ async def make_plan(
     planner = _Planner(graph.nodes, params, store, force, chosen, workdir, serializer)
     for i in graph.order:
         await planner.plan(i)
-    return Plan(pipeline=pipeline, tasks=tuple(p for p in planner.plans if p is not None))
+    static = planner.plans[: len(graph.nodes)]  # then come the instances, in their tasks' plans
+    return Plan(pipeline=pipeline, tasks=tuple(p for p in static if p is not None))
 
 
 class _Planner:
@@ -182,46 +106,130 @@ class _Planner:
         workdir: Path | None,
         serializer: Serializer,
     ) -> None:
-        self.nodes, self.params, self.store, self.force = nodes, params, store, force
+        # Like the runner's columns, these grow by the instances of each mapped task
+        # whose items are known.
+        self.nodes: list[Node] = list(nodes)
+        self.params, self.store, self.force = params, store, force
         self.chosen, self.workdir, self.serializer = chosen, workdir, serializer
         self.plans: list[PlannedTask | None] = [None] * len(nodes)
         self.digests: list[str | None] = [None] * len(nodes)  # known only for cached tasks
         self.marks: list[str | None] = [None] * len(nodes)  # likewise; see effect_mark
         self.redo: set[int] = set()  # tasks that run only to re-create a missing output
+        # The results of the cached tasks that a mapped task is mapped over (their items).
+        self.items: dict[int, Any] = {}
+        self.wanted = {u for node in nodes for _, u in node.maps if not nodes[u].maps}
+        self.expansions: dict[int, Expansion] = {}
+        self.run_id = "dry-run-" + secrets.token_hex(3)  # for items that cannot be hashed
 
     async def plan(self, i: int) -> None:
         node = self.nodes[i]
-        plan, checkpoint = await self._plan(node)
+        if node.maps:
+            self.plans[i] = await self._plan_mapped(node)
+            return
+        saved_as = node.name
+        if node.parent >= 0:
+            items = item_digests(node, self.run_id)
+            saved_as = instance_checkpoint(node, self.nodes[node.parent], items, self.digests)
+        plan, checkpoint = await self._plan(node, saved_as)
         self.plans[i] = plan
         if plan.action is Action.CACHED and checkpoint is not None:
             self.digests[i] = checkpoint.cutoff
             self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.cutoff)
+            if i in self.wanted:
+                self.items[i] = checkpoint.result
+
+    async def _plan_mapped(self, node: Node) -> PlannedTask:
+        """Plan mapped task ``node``: its instances when its items are known (see the module)."""
+        name, nodes, plans = node.name, self.nodes, self.plans
+        selected = self.chosen is None or node.index in self.chosen
+        over = mapped_over(node, nodes)
+        label = "mapped over " + ", ".join(over)
+        skipped = self.skipped(node)
+        if skipped is not None:
+            return PlannedTask(name=name, action=Action.SKIP, reason=skipped, selected=selected, over=over)
+        known = all(  # every task it is mapped over would be cached, and its items read
+            _action(plans[u]) is Action.CACHED
+            and (u in self.expansions if nodes[u].maps else u in self.items)
+            for _, u in node.maps
+        )
+        if not known:
+            reason = f"{label} (known when it runs)"
+            return PlannedTask(name=name, action=Action.RUN, reason=reason, selected=selected, over=over)
+        try:
+            plain, chained, count = mapped_items(node, nodes, self.items, self.expansions)
+        except MappingError as exc:
+            return PlannedTask(name=name, action=Action.FAIL, reason=str(exc), selected=selected, over=over)
+        first = len(nodes)
+        self.expansions[node.index] = Expansion(first, count)
+        _, instances = instance_nodes(node, first, count, plain, chained)
+        nodes.extend(instances)
+        for column in (self.plans, self.digests, self.marks):
+            column.extend([None] * count)
+        for instance in instances:
+            await self.plan(instance.index)
+        planned = tuple(p for p in plans[first:] if p is not None)
+        action, reason = mapped_reason(label, planned)
+        if action is Action.CACHED:  # the list's digest, as the run will compute it
+            indices = range(first, first + count)
+            self.digests[node.index], self.marks[node.index] = list_digests(
+                name, [self.digests[j] or "" for j in indices], [self.marks[j] for j in indices], self.run_id
+            )
+        return PlannedTask(
+            name=name, action=action, reason=reason, selected=selected, over=over, instances=planned
+        )
+
+    def skipped(self, node: Node) -> str | None:
+        """Why ``node`` would be skipped (an upstream task would fail or be), or ``None``."""
+        failing = [u for u in node.upstream if _action(self.plans[u]) in (Action.FAIL, Action.SKIP)]
+        if not failing:
+            return None
+        verb = "would fail" if _action(self.plans[failing[0]]) is Action.FAIL else "would be skipped"
+        return f"upstream task {self.nodes[failing[0]].name!r} {verb}"
+
+    async def base_key(self, node: Node, serializer: Serializer) -> KeyBase:
+        """``node``'s :class:`~asyncflow._cache.KeyBase`, as the run computes it (an
+        instance's with its :func:`~asyncflow._instances.item_digests`)."""
+        items = item_digests(node, self.run_id) if node.bound else ()
+        return await base_key(node, self.nodes, self.view(node), self.params, serializer.name, items)
 
     def view(self, node: Node) -> Sequence[str | None]:
         """The digests ``node``'s key folds in: marks across side-effect edges (as the run)."""
         over = {u: m for u in effect_edges(node, self.nodes) if (m := self.marks[u]) is not None}
         return DigestView(self.digests, over) if over else self.digests
 
-    async def _plan(self, node: Node) -> tuple[PlannedTask, Checkpoint | None]:
-        name, nodes, plans, store = node.name, self.nodes, self.plans, self.store
+    async def _plan(self, node: Node, saved_as: str) -> tuple[PlannedTask, Checkpoint | None]:
+        """Plan task ``node`` whose checkpoint is stored as ``saved_as`` (not a mapped task)."""
+        name, nodes, store = node.name, self.nodes, self.store
         serializer = node.task.serializer or self.serializer
-        failing = [u for u in node.upstream if _action(plans[u]) in (Action.FAIL, Action.SKIP)]
-        partial = self.chosen is not None and node.index not in self.chosen and node.task.checkpoint
+        skipped = self.skipped(node)
+        partial = (
+            self.chosen is not None
+            and node.index not in self.chosen
+            and node.task.checkpoint
+            and node.parent < 0  # an instance is looked up as in any run
+        )
         if partial:  # loaded for a partial run (a task that keeps no checkpoint runs again)
-            checkpoint = await store.load(name, serializer) if store is not None else None
+            checkpoint = await store.load(saved_as, serializer) if store is not None else None
             if checkpoint is None or checkpoint.serializer != serializer.name:
                 reason = "no checkpoint, and a selected task needs its result"
                 return PlannedTask(name=name, action=Action.MISSING, reason=reason, selected=False), None
             reason = "not selected: loaded from its checkpoint"
-            if not failing and all(self.digests[u] is not None for u in node.upstream):
+            if skipped is None and all(self.digests[u] is not None for u in node.upstream):
                 try:
-                    base = await base_key(node, nodes, self.view(node), self.params, serializer.name)
+                    base = await base_key(
+                        node,
+                        nodes,
+                        self.view(node),
+                        self.params,
+                        serializer.name,
+                        item_digests(node, self.run_id),
+                    )
                 except Exception as exc:
                     reason += f" (its cache_key_fn raises {_error(exc)})"
                 else:
                     key = finish_key(base, recorded_reads(checkpoint), self.params)
                     if key.key != checkpoint.cache_key:
-                        reason += f" (stale: {self._why(checkpoint, key, node)})"
+                        reason += f" (stale: {why_changed(checkpoint, key, node)})"
             planned = PlannedTask(
                 name=name,
                 action=Action.CACHED,
@@ -231,20 +239,20 @@ class _Planner:
                 stored_key=checkpoint.cache_key,
             )
             return planned, checkpoint
-        if failing:
-            verb = "would fail" if _action(plans[failing[0]]) is Action.FAIL else "would be skipped"
-            reason = f"upstream task {nodes[failing[0]].name!r} {verb}"
-            return PlannedTask(name=name, action=Action.SKIP, reason=reason), None
+        if skipped is not None:
+            return PlannedTask(name=name, action=Action.SKIP, reason=skipped), None
         if store is None:
             return PlannedTask(name=name, action=Action.RUN, reason="checkpoints disabled"), None
         if not node.task.checkpoint:
             return PlannedTask(name=name, action=Action.RUN, reason="checkpoint disabled"), None
         try:
-            base = await base_key(node, nodes, self.view(node), self.params, serializer.name)
+            base = await base_key(
+                node, nodes, self.view(node), self.params, serializer.name, item_digests(node, self.run_id)
+            )
         except Exception as exc:
             reason = f"its cache_key_fn raises {_error(exc)}"
             return PlannedTask(name=name, action=Action.FAIL, reason=reason), None
-        checkpoint = await store.load(name, serializer)
+        checkpoint = await store.load(saved_as, serializer)
         stored = checkpoint.cache_key if checkpoint is not None else None
         # Below a task that will run, the key depends on its result: known only in the run.
         unknown = [nodes[u].name for u in node.upstream if self.digests[u] is None]
@@ -302,43 +310,10 @@ class _Planner:
                 stored_key=stored,
             )
             return planned, checkpoint
-        why = self._why(checkpoint, key, node)
+        why = why_changed(checkpoint, key, node)
         return PlannedTask(
             name=name, action=Action.RUN, reason=why, cache_key=key.key, stored_key=stored
         ), None
-
-    def _why(self, checkpoint: Checkpoint, new: CacheKey, node: Node) -> str:
-        """Why ``new`` differs from ``checkpoint``'s key, in words naming what changed."""
-        stored = checkpoint.key_parts
-        if stored is None or "code_parts" not in stored:
-            return "cache key changed (checkpoint of an older asyncflow)"
-        if stored.get("serializer") != new.serializer:
-            return f"serializer changed: {stored.get('serializer')} -> {new.serializer}"
-        if stored.get("code") != new.code:
-            old_parts = stored.get("code_parts")
-            return describe_change(old_parts if isinstance(old_parts, dict) else None, _code_of(new))
-        old_params = stored.get("params")
-        if isinstance(old_params, dict) and old_params != dict(new.params):
-            changed = sorted(k for k in new.params if old_params.get(k) != new.params[k])
-            if changed:
-                noun = "parameter" if len(changed) == 1 else "parameters"
-                return f"{noun} {', '.join(changed)} changed"
-        if stored.get("extra") != new.extra:
-            return "input changed (its cache_key_fn value)"
-        old_upstream = stored.get("upstream")
-        if old_upstream != [list(pair) for pair in new.upstream]:
-            old = {}
-            if isinstance(old_upstream, list):
-                old = {p[0]: p[1] for p in old_upstream if isinstance(p, list) and len(p) == 2}
-            changed = [pair[0] for pair in new.upstream[: len(node.upstream)] if old.get(pair[0]) != pair[1]]
-            if changed:
-                return f"upstream result changed ({', '.join(changed)})"
-            return "upstream wiring changed"
-        return "cache key changed"
-
-
-def _code_of(key: CacheKey) -> CodeDigest:
-    return CodeDigest(key.code, key.code_parts)
 
 
 def _action(plan: PlannedTask | None) -> Action | None:

@@ -14,7 +14,7 @@ from typing import Any
 from ._errors import RunFailedError
 from ._events import TaskState
 from ._graph import Node
-from ._mapping import instance_item
+from ._instances import instance_item
 
 __all__ = ["RunResult", "TaskRun"]
 

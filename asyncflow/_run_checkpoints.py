@@ -34,7 +34,7 @@ from ._checkpointing import recorded_reads, write_failed
 from ._context import log_safely
 from ._events import TaskState
 from ._graph import Node
-from ._mapping import checkpoint_name
+from ._instances import instance_checkpoint
 from ._outcomes import RunState
 from ._serializers import Serializer
 from ._store import Checkpoint
@@ -128,11 +128,6 @@ class CheckpointedRun(RunState):
         return bool(missing)
 
     def instance_checkpoint(self, node: Node, items: tuple[tuple[str, str], ...]) -> str:
-        """The store name of instance ``node`` with :func:`~asyncflow._mapping.item_digests`
-        ``items``: by its items' values (see :func:`~asyncflow._mapping.checkpoint_name`)."""
-        digests = [d for _, d in items]
-        template = self.nodes[node.parent]
-        if len(digests) < len(template.maps):  # mapped over a mapped task too: by its result
-            mapped = {p for p, _ in template.maps}
-            digests += [self.digests[u] or "" for p, u in node.inputs if p in mapped]
-        return checkpoint_name(node.task.name, digests)
+        """The store name of instance ``node`` with :func:`~asyncflow._instances.item_digests`
+        ``items`` (see :func:`~asyncflow._instances.instance_checkpoint`)."""
+        return instance_checkpoint(node, self.nodes[node.parent], items, self.digests)

@@ -90,7 +90,7 @@ from ._events import (
     TaskState,
 )
 from ._executors import Submit
-from ._mapping import item_digests
+from ._instances import item_digests
 from ._result import RunResult
 from ._run_checkpoints import CheckpointedRun
 
