@@ -133,6 +133,9 @@ async def execute(
         serializer=serializer,
         threads=worker_threads,
     )
+    if selected is not None:
+        run.unselected_maps = frozenset(i for i in graph.mapped if i not in chosen)
+
     if warn_blocking is not None:
         async with watch_loop(graph, warn_blocking, run.run_id):
             return await _execute(run, executor)

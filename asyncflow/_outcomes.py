@@ -106,6 +106,10 @@ class RunState(MappedTasks):
         self.run_id = run_id
         self.rng = rng
         self.preloaded = preloaded
+        # The mapped tasks above a partial run's selection: expanded, not preloaded; their
+        # instances are looked up even when the run is forced (--no-skip forces the
+        # selection only). Set by asyncflow._execute.execute.
+        self.unselected_maps: frozenset[int] = frozenset()
         self.pools = {tag: _Pool(limit) for tag, limit in pools.items()}
         self.pool_tags: list[tuple[str, ...]] = (
             [tuple(t for t in node.task.tags if t in pools) for node in graph.nodes] if pools else []

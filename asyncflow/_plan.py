@@ -256,7 +256,10 @@ class _Planner:
         stored = checkpoint.cache_key if checkpoint is not None else None
         # Below a task that will run, the key depends on its result: known only in the run.
         unknown = [nodes[u].name for u in node.upstream if self.digests[u] is None]
-        if self.force:
+        # --no-skip forces the selection: the instances of a mapped task above it are
+        # looked up, as the run does (see RunState.unselected_maps).
+        unselected = node.parent >= 0 and self.chosen is not None and node.parent not in self.chosen
+        if self.force and not unselected:
             forced = None if unknown else finish_key(base, recorded_reads(checkpoint), self.params).key
             planned = PlannedTask(
                 name=name,

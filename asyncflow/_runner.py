@@ -261,7 +261,8 @@ class Run(CheckpointedRun):
                     items = item_digests(node, self.run_id)
                     base = await self.base_key(node, serializer, items)
                     saved_as = self.instance_checkpoint(node, items)
-                found = await lookup(store, saved_as, serializer, base, self.params, force=self.force)
+                force = self.force and not (label is not None and node.parent in self.unselected_maps)
+                found = await lookup(store, saved_as, serializer, base, self.params, force=force)
                 prior = found.key
                 self.keys[i] = prior.key
                 checkpoint = found.checkpoint

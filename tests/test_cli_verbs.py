@@ -1,8 +1,9 @@
 """The command line's inspection verbs and partial runs, end to end in a subprocess.
 
 ``--list``, ``--graph``, ``--dry-run``, ``--only``/``--from``/``--until``, ``--json`` and
-``--log-json`` on the prices pipeline (12 tasks: ingest, clean_* and fit_* per ticker,
-report), plus a small pipeline file for failures and output discipline.
+``--log-json`` on the prices pipeline (4 tasks: ingest, clean and fit mapped over the
+tickers it finds, report; 12 when the 10 instances are counted), plus a small pipeline
+file for failures and output discipline.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from journal import saved
 ROOT = Path(__file__).resolve().parent.parent
 CSV = ROOT / "pipelines" / "data" / "stocks.csv"
 TICKERS = ("AAPL", "AMZN", "GOOG", "IBM", "MSFT")
-TASKS = ["ingest"] + [f"{step}_{t}" for t in TICKERS for step in ("clean", "fit")] + ["report"]
+TASKS = ["ingest", "clean", "fit", "report"]
+MAPPED = {"clean": "ingest", "fit": "clean"}  # mapped task: what it is mapped over
 STATES = {"succeeded", "failed", "skipped", "cached", "cancelled"}
 
 
@@ -42,8 +44,9 @@ def table(stdout: str, values: set[str] | None = None) -> dict[str, list[str]]:
     rows = {}
     for line in stdout.splitlines():
         cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) >= 2 and cells[0] in TASKS and (values is None or cells[1] in values):
-            rows[cells[0]] = cells[1:]
+        name = cells[0].removesuffix("[*]")  # a run summary's row of a mapped task
+        if len(cells) >= 2 and name in TASKS and (values is None or cells[1] in values):
+            rows[name] = cells[1:]
     return rows
 
 
@@ -72,11 +75,11 @@ def test_list_shows_each_task_with_upstream_and_options_and_runs_nothing(tmp_pat
     out = asyncflow("pipelines.prices", "--list", "--workdir", workdir)
     assert out.returncode == 0, out.stderr
     rows = table(out.stdout)
-    assert list(rows) == TASKS  # definition order
+    assert list(rows) == TASKS  # definition order, a mapped task once
     assert rows["ingest"][:5] == ["-", "2", "-", "yes", "-"]  # upstream, retries, timeout, checkpoint, tags
-    assert rows["fit_IBM"][0] == "clean_IBM"
-    assert rows["report"][0] == ", ".join(f"fit_{t}" for t in TICKERS)
-    assert rows["clean_IBM"][5].startswith("Parse dates and prices of one ticker")
+    assert rows["clean"][0] == "ingest (each)" and rows["fit"][0] == "clean (each)"
+    assert rows["report"][0] == "fit"
+    assert rows["clean"][5].startswith("mapped over ingest; One ticker's item")
     assert not workdir.exists()
 
     listing = json.loads(asyncflow("pipelines.prices", "--list", "--json").stdout)
@@ -92,6 +95,12 @@ def test_list_shows_each_task_with_upstream_and_options_and_runs_nothing(tmp_pat
         "tags": [],
         "description": "",
     }
+    assert {t["task"]: t.get("mapped_over") for t in listing["tasks"]} == {
+        "ingest": None,
+        "clean": ["ingest"],
+        "fit": ["clean"],
+        "report": None,
+    }
 
 
 def test_graph_mermaid_prints_a_flowchart_of_every_edge(tmp_path: Path) -> None:
@@ -100,10 +109,11 @@ def test_graph_mermaid_prints_a_flowchart_of_every_edge(tmp_path: Path) -> None:
     lines = out.stdout.splitlines()
     assert lines[0] == "flowchart LR"
     ids = dict(re.findall(r'^\s+(t\d+)\["(\w+)"\]$', out.stdout, re.M))
+    ids |= dict(re.findall(r'^\s+(t\d+)\[\["(\w+)\[\*\] mapped over \w+"\]\]$', out.stdout, re.M))
     assert sorted(ids.values()) == sorted(TASKS)
-    edges = {(ids[a], ids[b]) for a, b in re.findall(r"^\s+(t\d+) --> (t\d+)$", out.stdout, re.M)}
-    assert len(edges) == 15
-    assert {("ingest", "clean_IBM"), ("clean_IBM", "fit_IBM"), ("fit_IBM", "report")} <= edges
+    each = {(ids[a], ids[b]) for a, b in re.findall(r"^\s+(t\d+) -->\|each\| (t\d+)$", out.stdout, re.M)}
+    plain = {(ids[a], ids[b]) for a, b in re.findall(r"^\s+(t\d+) --> (t\d+)$", out.stdout, re.M)}
+    assert each == {("ingest", "clean"), ("clean", "fit")} and plain == {("fit", "report")}
     assert not (tmp_path / "work").exists()
 
 
@@ -111,8 +121,13 @@ def test_graph_dot_prints_a_digraph_of_every_edge() -> None:
     out = asyncflow("pipelines.prices", "--graph", "dot")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith('digraph "prices" {\n') and out.stdout.rstrip().endswith("}")
-    edges = set(re.findall(r'^\s+"(\w+)" -> "(\w+)";$', out.stdout, re.M))
-    assert len(edges) == 15 and ("clean_AAPL", "fit_AAPL") in edges
+    edges = set(re.findall(r'^\s+"(\w+)" -> "(\w+)"( \[label="each"\])?;$', out.stdout, re.M))
+    assert edges == {
+        ("ingest", "clean", ' [label="each"]'),
+        ("clean", "fit", ' [label="each"]'),
+        ("fit", "report", ""),
+    }
+    assert '"clean" [label="clean[*] mapped over ingest", peripheries=2];' in out.stdout
 
 
 def test_graph_rejects_an_unknown_format() -> None:
@@ -126,56 +141,62 @@ def test_graph_rejects_an_unknown_format() -> None:
 def test_dry_run_says_what_would_run_and_why(tmp_path: Path, csv_copy: Path) -> None:
     workdir = tmp_path / "work"
     args = ("pipelines.prices", "--workdir", workdir, "--param", f"csv={csv_copy}")
+    unknown = {name: ("run", f"mapped over {over} (known when it runs)") for name, over in MAPPED.items()}
 
     fresh = asyncflow(*args, "--dry-run")
     assert fresh.returncode == 0, fresh.stderr
-    assert plan(fresh.stdout) == dict.fromkeys(TASKS, ("run", "no checkpoint"))
-    assert "12 would run (nothing was run)" in fresh.stdout
+    assert (
+        plan(fresh.stdout)
+        == {"ingest": ("run", "no checkpoint"), "report": ("run", "no checkpoint")} | unknown
+    )
+    assert "4 would run (nothing was run)" in fresh.stdout
     assert not (workdir / "checkpoints").exists()
 
     assert asyncflow(*args).returncode == 0
-    after_run = asyncflow(*args, "--dry-run")
-    assert plan(after_run.stdout) == dict.fromkeys(TASKS, ("cached", "checkpoint matches"))
+    after_run = plan(asyncflow(*args, "--dry-run").stdout)
+    assert after_run == {
+        "ingest": ("cached", "checkpoint matches"),
+        "clean": ("cached", "mapped over ingest: 5 instances: 5 cached"),
+        "fit": ("cached", "mapped over clean: 5 instances: 5 cached"),
+        "report": ("cached", "checkpoint matches"),
+    }
 
     lines = csv_copy.read_text().splitlines()
     lines[1] = lines[1].replace("39.81", "40.81")  # MSFT, Jan 2000: same path, new content
     csv_copy.write_text("\n".join(lines) + "\n")
     edited = plan(asyncflow(*args, "--dry-run").stdout)
-    assert edited["ingest"] == ("run", "input changed (its cache_key_fn value)")
-    for ticker in TICKERS:
-        # Their keys fold in ingest's result, known only once it ran (early cutoff).
-        assert edited[f"clean_{ticker}"] == (
-            "run",
-            "upstream ingest will run; cached if its result is unchanged",
-        )
-        maybe = f"upstream clean_{ticker} will run; cached if its result is unchanged"
-        assert edited[f"fit_{ticker}"] == ("run", maybe)
-    assert edited["report"][1].startswith("upstream fit_AAPL")
+    # The instances depend on ingest's items, known only once it ran.
+    assert (
+        edited
+        == {
+            "ingest": ("run", "input changed (its cache_key_fn value)"),
+            "report": ("run", "upstream fit will run; cached if its result is unchanged"),
+        }
+        | unknown
+    )
 
-    forced = asyncflow(*args, "--dry-run", "--no-skip")
-    assert plan(forced.stdout) == dict.fromkeys(TASKS, ("run", "forced (--no-skip)"))
+    forced = plan(asyncflow(*args, "--dry-run", "--no-skip").stdout)
+    assert forced["ingest"] == forced["report"] == ("run", "forced (--no-skip)")
 
     as_json = json.loads(asyncflow(*args, "--dry-run", "--json").stdout)
     assert as_json["tasks"]["ingest"]["action"] == "run"
     assert as_json["tasks"]["ingest"]["reason"] == "input changed (its cache_key_fn value)"
     assert as_json["tasks"]["ingest"]["cache_key"] != as_json["tasks"]["ingest"]["stored_key"]
-    rerun = asyncflow(*args)  # the real run decides the "maybe"s: only MSFT's fit changes
-    ran = {task for task, state in states(rerun.stdout).items() if state == "succeeded"}
-    assert ran == {"ingest", "fit_MSFT", "report"} | {f"clean_{t}" for t in TICKERS}
-    assert plan(asyncflow(*args, "--dry-run").stdout) == dict.fromkeys(
-        TASKS, ("cached", "checkpoint matches")
-    )
+    rerun = asyncflow(*args)  # the real run: only MSFT's clean and fit instances run
+    assert rerun.returncode == 0, rerun.stderr
+    assert "ok: 4 succeeded, 8 cached in" in rerun.stdout
+    assert plan(asyncflow(*args, "--dry-run").stdout) == after_run
 
 
 def test_dry_run_of_a_selection_names_missing_checkpoints(tmp_path: Path) -> None:
-    out = asyncflow("pipelines.prices", "--workdir", tmp_path / "work", "--dry-run", "--only", "fit_IBM")
+    out = asyncflow("pipelines.prices", "--workdir", tmp_path / "work", "--dry-run", "--only", "fit")
     assert out.returncode == 2
     assert plan(out.stdout) == {
         "ingest": ("missing", "no checkpoint, and a selected task needs its result"),
-        "clean_IBM": ("missing", "no checkpoint, and a selected task needs its result"),
-        "fit_IBM": ("run", "no checkpoint"),
+        "clean": ("run", "mapped over ingest (known when it runs)"),
+        "fit": ("run", "mapped over clean (known when it runs)"),
     }
-    assert "'ingest', 'clean_IBM', which have no checkpoint" in out.stderr
+    assert "'ingest', which have no checkpoint" in out.stderr
 
 
 # -- --only, --from, --until ----------------------------------------------------------------------
@@ -183,29 +204,40 @@ def test_dry_run_of_a_selection_names_missing_checkpoints(tmp_path: Path) -> Non
 
 def test_partial_runs_run_the_selection_and_load_its_upstream(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
-    until = asyncflow("pipelines.prices", "--workdir", workdir, "--until", "clean_IBM")
+    until = asyncflow("pipelines.prices", "--workdir", workdir, "--until", "clean")
     assert until.returncode == 0, until.stderr
-    assert states(until.stdout) == {"ingest": "succeeded", "clean_IBM": "succeeded"}
-    assert sorted(saved(workdir, "prices")) == ["clean_IBM", "ingest"]
+    assert states(until.stdout) == {"ingest": "succeeded", "clean": "succeeded"}
+    assert "ok: 6 succeeded in" in until.stdout
+    assert sorted(n.split("[")[0] for n in saved(workdir, "prices")) == ["clean"] * 5 + ["ingest"]
 
-    only = asyncflow("pipelines.prices", "--workdir", workdir, "--only", "fit_IBM")
+    only = asyncflow("pipelines.prices", "--workdir", workdir, "--only", "fit")
     assert only.returncode == 0, only.stderr
-    assert states(only.stdout) == {"ingest": "cached", "clean_IBM": "cached", "fit_IBM": "succeeded"}
+    # ingest is loaded; clean, a mapped task, is expanded and its instances are cached.
+    assert states(only.stdout) == {"ingest": "cached", "clean": "cached", "fit": "succeeded"}
+    assert "ok: 6 cached, 5 succeeded in" in only.stdout
 
     assert asyncflow("pipelines.prices", "--workdir", workdir).returncode == 0
-    start = asyncflow("pipelines.prices", "--workdir", workdir, "--from", "clean_MSFT", "--no-skip")
+    # --no-skip forces the selection only: clean's instances above it are looked up.
+    planned = plan(
+        asyncflow("pipelines.prices", "--workdir", workdir, "--from", "fit", "--no-skip", "--dry-run").stdout
+    )
+    assert planned["clean"] == ("cached", "mapped over ingest: 5 instances: 5 cached")
+    start = asyncflow("pipelines.prices", "--workdir", workdir, "--from", "fit", "--no-skip")
     assert start.returncode == 0, start.stderr
-    ran = {task for task, state in states(start.stdout).items() if state == "succeeded"}
-    assert ran == {"clean_MSFT", "fit_MSFT", "report"}
-    assert set(states(start.stdout)) == set(TASKS) - {"clean_MSFT", "fit_MSFT"} | ran
+    assert states(start.stdout) == {
+        "ingest": "cached",
+        "clean": "cached",
+        "fit": "succeeded",
+        "report": "succeeded",
+    }
 
 
 def test_unknown_task_names_exit_2_with_a_suggestion(tmp_path: Path) -> None:
     for option in ("--only", "--from", "--until"):
-        out = asyncflow("pipelines.prices", "--workdir", tmp_path / "work", option, "fit_IMB")
+        out = asyncflow("pipelines.prices", "--workdir", tmp_path / "work", option, "fot")
         assert out.returncode == 2
         assert out.stderr.strip() == (
-            f"asyncflow: error: {option}: there is no task named 'fit_IMB'; did you mean 'fit_IBM'?"
+            f"asyncflow: error: {option}: there is no task named 'fot'; did you mean 'fit'?"
         )
         assert out.stdout == ""
     assert not (tmp_path / "work").exists()
@@ -213,11 +245,11 @@ def test_unknown_task_names_exit_2_with_a_suggestion(tmp_path: Path) -> None:
 
 def test_missing_checkpoints_exit_2_naming_them_before_anything_runs(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
-    out = asyncflow("pipelines.prices", "--workdir", workdir, "--from", "fit_IBM")
+    out = asyncflow("pipelines.prices", "--workdir", workdir, "--from", "report")
     assert out.returncode == 2
-    assert "asyncflow: error: the selected tasks need the results of" in out.stderr
-    for name in ["ingest", "clean_AAPL", "fit_AAPL", "clean_IBM"]:
-        assert repr(name) in out.stderr
+    assert "asyncflow: error: the selected tasks need the results of 'ingest', which have no checkpoint" in (
+        out.stderr
+    )
     assert not (workdir / "checkpoints").exists()
 
 
@@ -279,8 +311,11 @@ def test_json_summary_of_the_prices_pipeline(tmp_path: Path) -> None:
     first = asyncflow("pipelines.prices", "--workdir", workdir, "--json")
     assert first.returncode == 0, first.stderr
     second = json.loads(asyncflow("pipelines.prices", "--workdir", workdir, "--json").stdout)
-    assert second["ok"] is True and list(second["tasks"]) == TASKS
+    instances = [f"{task}[{k}]" for task in ("clean", "fit") for k in range(5)]
+    assert second["ok"] is True and list(second["tasks"]) == TASKS + instances
     assert {t["state"] for t in second["tasks"].values()} == {"cached"}
+    assert second["tasks"]["fit[4]"]["parent"] == "fit" and second["tasks"]["fit[4]"]["index"] == 4
+    assert second["tasks"]["clean"]["mapped"]["items"] == 5
     assert second["tasks"]["report"]["result"].endswith("prices_report.md")
     assert second["counts"] == {"cached": 12}
 

@@ -558,3 +558,14 @@ async def test_a_task_after_a_mapped_task_waits_for_every_instance() -> None:
     result = await run(p)
     assert result.ok
     assert order == ["slow 0.0", "slow 0.2", "last"]
+
+
+async def test_a_forced_partial_run_keeps_the_instances_above_its_selection_cached() -> None:
+    calls: list[str] = []
+    p = urls_pipeline(["a", "b"], calls)
+    store = MemoryStore()
+    assert (await run(p, store=store)).ok
+    calls.clear()
+    result = await run(p, store=store, only=["summary"], force=True)
+    assert calls == ["summary"]
+    assert {t.state for t in result.instances("fetch") + result.instances("parse")} == {TaskState.CACHED}
