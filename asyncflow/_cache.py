@@ -196,7 +196,7 @@ async def base_key(
         params: the run's parameters (``cache_key_fn`` receives a copy).
         serializer: the name of the task's serializer.
         items: ``(parameter, item digest)`` for each item an instance of a mapped task
-            receives (see :func:`asyncflow._mapping.item_digests`); ``()`` for a task.
+            receives (see :func:`asyncflow._instances.item_digests`); ``()`` for a task.
 
     Raises:
         Exception: whatever the task's ``cache_key_fn`` raises (e.g. ``OSError`` for a

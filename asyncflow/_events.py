@@ -65,6 +65,23 @@ class TaskState(enum.Enum):
         return self in (TaskState.SUCCEEDED, TaskState.CACHED)
 
 
+STATE_ORDER = (
+    TaskState.SUCCEEDED,
+    TaskState.CACHED,
+    TaskState.FAILED,
+    TaskState.SKIPPED,
+    TaskState.CANCELLED,
+    TaskState.RUNNING,
+    TaskState.PENDING,
+)
+"""The order in which counts by state are told (the run summary, ``--show-run``, the timeline)."""
+
+
+def describe_counts(counts: Mapping[TaskState, int]) -> str:
+    """``"197 succeeded, 3 failed"``: the non-zero counts in :data:`STATE_ORDER`, or ``"none"``."""
+    return ", ".join(f"{counts[s]} {s.value}" for s in STATE_ORDER if counts.get(s)) or "none"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Base of all events.

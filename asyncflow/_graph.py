@@ -44,7 +44,7 @@ class Node:
         parent: the node index of its mapped task (``-1`` for a task of the graph).
         bound: ``(parameter, item)`` for each parameter mapped over a plain list: the item
             it receives (hashed only when a cache key needs it: see
-            :func:`~asyncflow._mapping.item_digests`).
+            :func:`~asyncflow._instances.item_digests`).
     """
 
     index: int

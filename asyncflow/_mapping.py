@@ -38,35 +38,9 @@ from ._cache import volatile_key
 from ._errors import MappingError
 from ._events import Event, TaskCached, TaskFailed, TaskMapped, TaskSkipped, TaskState, TaskSucceeded
 from ._graph import Graph, Node
-from ._instances import (
-    Expansion,
-    checkpoint_name,
-    combined_digest,
-    instance_checkpoint,
-    instance_item,
-    instance_nodes,
-    item_digest,
-    item_digests,
-    list_digests,
-    mapped_items,
-    mapped_over,
-)
+from ._instances import Expansion, combined_digest, instance_nodes, item_digest, mapped_items, mapped_over
 
-# The names of asyncflow._instances are re-exported: imports from here keep working.
-__all__ = [
-    "Expansion",
-    "MappedTasks",
-    "checkpoint_name",
-    "combined_digest",
-    "instance_checkpoint",
-    "instance_item",
-    "instance_nodes",
-    "item_digest",
-    "item_digests",
-    "list_digests",
-    "mapped_items",
-    "mapped_over",
-]
+__all__ = ["MappedTasks"]
 
 PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
 _BAD = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})

@@ -41,7 +41,8 @@ from ._events import (
 )
 from ._executors import Submit, WorkerThreads
 from ._graph import Graph, Node
-from ._mapping import Expansion, MappedTasks
+from ._instances import Expansion
+from ._mapping import MappedTasks
 from ._result import RunResult, TaskRuns
 from ._serializers import Serializer
 from ._store import Checkpoint, CheckpointStore

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
-from ._events import TaskState
+from ._events import TaskState, describe_counts
 from ._records import RunRecord, TaskRecord
 
 __all__ = ["COLLAPSE_AFTER", "SLOWEST_SHOWN", "InstanceGroup", "Row", "describe_counts", "groups", "layout"]
@@ -29,21 +29,6 @@ page heavy; past it a group shows its failed and slowest instances, the rest cou
 SLOWEST_SHOWN = 5
 """How many of a collapsed group's slowest instances are shown (besides the failed ones):
 where the time went, without drawing them all."""
-
-_ORDER = (
-    TaskState.SUCCEEDED,
-    TaskState.CACHED,
-    TaskState.FAILED,
-    TaskState.SKIPPED,
-    TaskState.CANCELLED,
-    TaskState.RUNNING,
-    TaskState.PENDING,
-)
-
-
-def describe_counts(counts: dict[TaskState, int]) -> str:
-    """``"197 succeeded, 3 failed"``: the non-zero counts, in a fixed order of states."""
-    return ", ".join(f"{counts[s]} {s.value}" for s in _ORDER if counts.get(s)) or "none"
 
 
 @dataclass(frozen=True, slots=True)

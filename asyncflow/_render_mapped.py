@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from ._events import TaskState
+from ._events import STATE_ORDER, TaskState, describe_counts
 from ._graph import Graph, Node
 from ._result import RunResult, TaskRun
 
@@ -35,15 +35,6 @@ __all__ = [
 LISTED = 10
 """The most failed instances of one mapped task that a summary lists by name."""
 
-_ORDER = (
-    TaskState.SUCCEEDED,
-    TaskState.CACHED,
-    TaskState.FAILED,
-    TaskState.SKIPPED,
-    TaskState.CANCELLED,
-    TaskState.RUNNING,
-    TaskState.PENDING,
-)
 _INSTANCE = re.compile(r"(.+)\[(\d+)\]")
 
 
@@ -115,7 +106,7 @@ class Instances:
 
 
 def _counts(instances: Sequence[TaskRun]) -> dict[TaskState, int]:
-    counts = dict.fromkeys(_ORDER, 0)
+    counts = dict.fromkeys(STATE_ORDER, 0)
     for run in instances:
         counts[run.state] += 1
     return {state: n for state, n in counts.items() if n}
@@ -124,8 +115,7 @@ def _counts(instances: Sequence[TaskRun]) -> dict[TaskState, int]:
 def count_note(instances: Sequence[TaskRun]) -> str:
     """``200 items: 197 succeeded, 3 cached``: the instances' states, in a fixed order."""
     n = len(instances)
-    counts = ", ".join(f"{count} {state.value}" for state, count in _counts(instances).items())
-    return f"{n} {'item' if n == 1 else 'items'}" + (f": {counts}" if counts else "")
+    return f"{n} {'item' if n == 1 else 'items'}" + (f": {describe_counts(_counts(instances))}" if n else "")
 
 
 def _index(run: TaskRun) -> str:

@@ -96,7 +96,7 @@ class CheckpointedRun(RunState):
         self, node: Node, serializer: Serializer, items: tuple[tuple[str, str], ...] = ()
     ) -> KeyBase:
         """What ``node``'s key is built from, once its upstream tasks are done; ``items``:
-        an instance's :func:`~asyncflow._mapping.item_digests`."""
+        an instance's :func:`~asyncflow._instances.item_digests`."""
         digests, results, nodes, expansions = self.digests, self.results, self.nodes, self.expansions
         for u in node.upstream:
             if digests[u] is None:  # not checkpointed: hash its result by value, if it can be
