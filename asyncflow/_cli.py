@@ -105,6 +105,14 @@ def load_module(spec: str) -> ModuleType:
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
             if module_spec is None or module_spec.loader is None:
                 raise UsageError(f"cannot import {spec!r} as a Python module")
+            # Its folder is importable here and in worker processes (--executor processes
+            # or dask), which find its functions by module name.
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+                os.environ["PYTHONPATH"] = os.pathsep.join(
+                    filter(None, (folder, os.environ.get("PYTHONPATH")))
+                )
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[path.stem] = module
             module_spec.loader.exec_module(module)
@@ -177,6 +185,15 @@ def find_pipeline(module: ModuleType, name: str | None) -> Pipeline:
 # -- main -------------------------------------------------------------------------------------
 
 
+def _listed(names: list[str], most: int = 10) -> str:
+    """``a, b, c`` for at most ``most`` names, then ``and N more`` (a mapped task's
+    thousands of instances must not make one line of tens of thousands of characters)."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
@@ -208,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         traces = tracing(args)
     except (UsageError, PipelineDefinitionError) as exc:
         fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:  # Ctrl-C while the module was imported (or raised by it)
+        fail(f"interrupted while importing {args.module!r}; nothing ran", EXIT_INTERRUPTED)
     if args.list or args.graph or args.dry_run:
         return inspect(args, pipeline, graph, params, selected)
 
@@ -306,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(guard.render(tracker.result()))
         print(
             f"asyncflow: interrupted by {tracker.interrupted_by}; cancelled: "
-            f"{', '.join(tracker.cancelled) or 'none'}; finished tasks are checkpointed and "
+            f"{_listed(tracker.cancelled)}; finished tasks are checkpointed and "
             f"a rerun resumes (log: {log_file})",
             file=sys.stderr,
         )

@@ -274,6 +274,8 @@ class TaskTracker:
                 error=self._errors.get(name),
                 cache_key=t.cache_key if t is not None else None,
                 reason=reason,
+                instances=t.instances if t is not None else None,
+                parent=t.parent if t is not None else None,
             )
         now = time.time()
         started_at = record.started_at if record is not None else now

@@ -187,9 +187,12 @@ def _states(tasks: Mapping[str, TaskRun]) -> Sequence[TaskState]:
 
 
 def _counted(tasks: Mapping[str, TaskRun]) -> Sequence[TaskState]:
-    """The states that :attr:`RunResult.counts` counts: not those of expanded mapped tasks."""
+    """The states that :attr:`RunResult.counts` counts: not those of expanded mapped tasks
+    (a plain mapping, such as an interrupted run's, marks them with ``instances``)."""
+    if not isinstance(tasks, TaskRuns):
+        return [t.state for t in tasks.values() if t.instances is None]
     states = _states(tasks)
-    expansions = tasks.expansions if isinstance(tasks, TaskRuns) else None
+    expansions = tasks.expansions
     if not expansions:
         return states
     return [s for i, s in enumerate(states) if i not in expansions]

@@ -553,3 +553,41 @@ def test_nfc_and_nfd_spellings_of_a_task_name_are_one_name() -> None:
     with pytest.raises(DuplicateTaskError, match="café"):
         p.task(name=nfc)(lambda: 2)
         p.validate()
+
+
+def test_a_keyboard_interrupt_while_importing_the_module_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, "raise KeyboardInterrupt\n", name="interrupted.py")
+    out = cli(path, "--workdir", tmp_path / "w")
+    assert out.returncode == 130
+    assert out.stderr.strip() == f"asyncflow: error: interrupted while importing {str(path)!r}; nothing ran"
+    assert "Traceback" not in out.stderr
+
+
+def test_a_pipeline_file_elsewhere_runs_on_worker_processes(tmp_path: Path) -> None:
+    """Worker processes find a .py path's functions: its folder is on their import path."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    path = write_pipeline(
+        folder,
+        """
+        import asyncflow
+
+        pipeline = asyncflow.Pipeline("sq")
+
+
+        @pipeline.task
+        async def items() -> list[int]:
+            return [1, 2, 3]
+
+
+        def square(n: int) -> int:
+            return n * n
+
+
+        pipeline.task(square, inputs={"n": asyncflow.each("items")})
+        """,
+        name="squares_elsewhere.py",
+    )
+    out = cli(path, "--workdir", tmp_path / "w", "--executor", "processes", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["tasks"]["square"]["result"] == [1, 4, 9]

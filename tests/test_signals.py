@@ -333,3 +333,45 @@ def test_sigint_while_cpu_threads_finish_keeps_their_fan_in_from_starting(
         found = states(out)
         assert found["total"] == "cancelled", (found, err)
         assert {found[f"c{i}"] for i in range(3)} == {"succeeded"}, (found, err)
+
+
+MAPPED = """
+import os
+from pathlib import Path
+
+import anyio
+
+import asyncflow
+
+pipeline = asyncflow.Pipeline("napping")
+
+
+@pipeline.task
+async def items() -> list[int]:
+    return list(range(30))
+
+
+@pipeline.task(inputs={"n": asyncflow.each("items")})
+async def nap(n: int) -> int:
+    if n >= 5:
+        (Path(os.environ["MARKS"]) / f"nap{n}.started").touch()
+        await anyio.sleep(60)
+    return n
+"""
+
+
+def test_an_interrupted_mapped_run_counts_instances_and_caps_the_cancelled_list(tmp_path: Path) -> None:
+    """The summary, --json and the log agree (the mapped task is not counted with its
+    instances), and stderr names at most 10 cancelled tasks, then how many more."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    path = write_pipeline(tmp_path, MAPPED)
+    proc = start(path, "--workdir", tmp_path / "work", "--json", environ=env(MARKS=str(marks)))
+    wait_for_file(marks / "nap29.started", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert json.loads(out)["counts"] == {"succeeded": 6, "cancelled": 25}  # items + nap[0..4]; nap[5..29]
+    line = next(x for x in err.splitlines() if x.startswith("asyncflow: interrupted by SIGINT"))
+    assert "and 16 more;" in line and len(line) < 400  # nap and nap[5..29]: 26 named, 10 shown
+    assert "finished in" in err and "6 succeeded, 25 cancelled" in err
