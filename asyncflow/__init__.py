@@ -84,7 +84,7 @@ from ._stream import EventStream
 from ._task import Each, Task, each
 from ._timeline import render_timeline
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_WORKDIR",

@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="set a run parameter (repeatable). The value is converted to the type of the "
-        "parameter's default (int, float, bool, str); other values are read as JSON if "
-        "they parse, else kept as text",
+        "parameter's default (int, float, bool, str); for another default (list, dict) it "
+        "must be JSON; for a default of None it is JSON if it parses, else the text",
     )
     parser.add_argument(
         "--workdir",

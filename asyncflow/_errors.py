@@ -120,7 +120,8 @@ class MappingError(TaskError):
 
     Attributes:
         task: the mapped task's name.
-        failed: the names of the instances that failed (``task[k]``), in item order.
+        failed: the names of the instances that did not succeed (failed or skipped,
+            ``task[k]``), in item order; ``()`` when the task itself could not be mapped.
     """
 
     def __init__(self, task: str, message: str, failed: Sequence[str] = ()) -> None:
