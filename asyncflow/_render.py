@@ -145,7 +145,7 @@ def render_summary(result: RunResult, sinks: Collection[str], graph: Graph | Non
             failed += failed_lines(name, instances)
             continue
         rows.append((name, run.state.value, str(run.attempts), duration, _short(_note(run, sinks), 100)))
-    counts = ", ".join(f"{n} {state.value}" for state, n in result.counts.items())
+    counts = ", ".join(f"{n} {state.value}" for state, n in result.counts.items()) or "no tasks"
     status = "ok" if result.ok else "FAILED"
     footer = f"run {result.run_id} {status}: {counts} in {result.duration:.2f} s"
     listed = "\n".join(failed) + "\n\n" if failed else ""

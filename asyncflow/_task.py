@@ -44,7 +44,7 @@ def each(task: str) -> Each:
     """Map a task over the items of an upstream task's result (run-time fan-out).
 
     Used in ``inputs=``: ``@pipeline.task(inputs={"url": asyncflow.each("urls")})`` runs
-    the task once per item of ``urls``' result (a list), as the *instances*
+    the task once per item of ``urls``' result (a list; a tuple is taken as one), as the *instances*
     ``fetch[0]``, ``fetch[1]``, ... Each instance is a task of its own: its own attempts,
     retries, timeout, pool slot, events and checkpoint, keyed on its item's *value*, so
     adding an item runs one more instance and reordering the list runs none. The task's
