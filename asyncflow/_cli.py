@@ -46,7 +46,6 @@ from ._errors import (
 )
 from ._interrupt import (
     SignalGuard,
-    TaskTracker,
     describe_error,
     exit_without_abandoned_threads,
     route_asyncio_logging,
@@ -59,6 +58,7 @@ from ._render import render_summary, run_json
 from ._render_mapped import Instances, capped_errors, mapped_over_names
 from ._result import RunResult
 from ._runner import new_run_id
+from ._tracker import TaskTracker
 
 __all__ = ["UsageError", "build_parser", "find_pipeline", "load_module", "main"]
 
