@@ -3,7 +3,7 @@
 Policy
 ------
 A *mapped task* (a node with ``maps``) never runs itself. When it becomes ready, the
-runner calls :meth:`Mapping.expand`: the lengths of what it is mapped over are checked
+runner calls :meth:`MappedTasks.expand`: the lengths of what it is mapped over are checked
 (a plain list's, or a mapped upstream's number of instances), and one *instance* node per
 item is appended to the run's columns, named ``task[k]``. An instance is an ordinary task
 from then on: its own attempts, retries, timeout, pool slot, events and checkpoint.
@@ -25,8 +25,10 @@ succeeds with the list of their results, or fails (a :class:`~asyncflow.MappingE
 naming the instances that did not succeed) and skips the tasks that take its list.
 
 Cost. A graph without mapped tasks never reaches this module: the runner's hot path adds
-one integer comparison per finished task. Expanding costs one node per instance and one
-entry in each per-task column, the same as a task declared statically.
+one attribute test per task and one integer comparison per finished task. Expanding costs
+one node per instance and one entry in each per-task column, the same as a task declared
+statically; items and lists are hashed only when a cache key needs them
+(:meth:`MappedTasks.mapped_digest`, :func:`~asyncflow._instances.item_digests`).
 """
 
 from __future__ import annotations
