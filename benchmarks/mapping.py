@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,27 +45,15 @@ import anyio
 
 import asyncflow
 
+from .defaults_on import fan_out
+
 __all__ = ["main", "mapped", "measure", "static", "table"]
 
 
 def static(n: int) -> asyncflow.Pipeline:
-    """A root and ``n`` statically declared leaves, each a closure returning its index."""
-    p = asyncflow.Pipeline("static")
-
-    @p.task
-    async def root() -> int:
-        return 0
-
-    def leaf(i: int) -> Callable[[int], Coroutine[Any, Any, int]]:
-        async def task(root: int) -> int:
-            return i + root
-
-        return task
-
-    for i in range(n):
-        p.task(leaf(i), name=f"t{i}")
-    p.validate()
-    return p
+    """A root and ``n`` statically declared leaves, each a closure returning its index
+    (:func:`benchmarks.defaults_on.fan_out`, the fan-out the defaults-on table measures)."""
+    return fan_out(n)
 
 
 def mapped(n: int) -> asyncflow.Pipeline:
