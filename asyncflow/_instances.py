@@ -35,6 +35,7 @@ __all__ = [
     "item_digest",
     "item_digests",
     "list_digests",
+    "list_mark",
     "mapped_items",
     "mapped_over",
 ]
@@ -230,9 +231,14 @@ def list_digests(
     the mark is a :func:`~asyncflow._cache.volatile_key` of ``run_id`` when an instance
     has none.
     """
-    mark = (
-        combined_digest(m for m in marks if m is not None)
-        if all(m is not None for m in marks)
-        else volatile_key(f"{name}:ran", run_id)
-    )
-    return combined_digest(digests), mark
+    return combined_digest(digests), list_mark(name, marks, run_id)
+
+
+def list_mark(name: str, marks: Sequence[str | None], run_id: str) -> str:
+    """The effect mark of mapped task ``name`` (see :func:`~asyncflow._cache.effect_mark`):
+    the combined digest of its instances' ``marks``, in item order, or a
+    :func:`~asyncflow._cache.volatile_key` of ``run_id`` when one of them has none (it
+    kept no checkpoint, so what depends on what it did runs again)."""
+    if any(m is None for m in marks):
+        return volatile_key(f"{name}:ran", run_id)
+    return combined_digest(m for m in marks if m is not None)

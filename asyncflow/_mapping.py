@@ -40,7 +40,15 @@ from ._cache import volatile_key
 from ._errors import MappingError
 from ._events import Event, TaskCached, TaskFailed, TaskMapped, TaskSkipped, TaskState, TaskSucceeded
 from ._graph import Graph, Node
-from ._instances import Expansion, combined_digest, instance_nodes, item_digest, mapped_items, mapped_over
+from ._instances import (
+    Expansion,
+    combined_digest,
+    instance_nodes,
+    item_digest,
+    list_mark,
+    mapped_items,
+    mapped_over,
+)
 
 __all__ = ["MappedTasks"]
 
@@ -274,9 +282,5 @@ class MappedTasks:
         mark = self.marks[t]
         if mark is None:
             marks = [self.marks[j] for j in self.expansions[t].indices]
-            if all(m is not None for m in marks):
-                mark = combined_digest(m for m in marks if m is not None)
-            else:
-                mark = volatile_key(f"{self.nodes[t].name}:ran", self.run_id)
-            self.marks[t] = mark
+            mark = self.marks[t] = list_mark(self.nodes[t].name, marks, self.run_id)
         return mark

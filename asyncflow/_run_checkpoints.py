@@ -6,7 +6,7 @@ read last time, its ``cache_key_fn`` value and its upstream tasks' *result diges
 task whose stored key matches is CACHED without running (:mod:`asyncflow._checkpointing`).
 A task declared ``checkpoint=False`` computes no key at all; its result is hashed by value
 only when a task below it needs the digest. An instance of a mapped task is stored under
-its items' digest (:meth:`CheckpointedRun.instance_checkpoint`). With a store that stages
+its items' digest (:func:`~asyncflow._instances.instance_checkpoint`). With a store that stages
 (the :class:`~asyncflow.FileStore`), saving is a group commit: the task's journal line is
 queued, its worker moves on, and :meth:`CheckpointedRun.commit_staged` (one committer
 task per run) makes each batch durable with one fsync and only then reports its tasks
@@ -34,7 +34,6 @@ from ._checkpointing import recorded_reads, write_failed
 from ._context import log_safely
 from ._events import TaskState
 from ._graph import Node
-from ._instances import instance_checkpoint
 from ._outcomes import RunState
 from ._serializers import Serializer
 from ._store import Checkpoint
@@ -126,8 +125,3 @@ class CheckpointedRun(RunState):
                 missing[0],
             )
         return bool(missing)
-
-    def instance_checkpoint(self, node: Node, items: tuple[tuple[str, str], ...]) -> str:
-        """The store name of instance ``node`` with :func:`~asyncflow._instances.item_digests`
-        ``items`` (see :func:`~asyncflow._instances.instance_checkpoint`)."""
-        return instance_checkpoint(node, self.nodes[node.parent], items, self.digests)

@@ -90,7 +90,7 @@ from ._events import (
     TaskState,
 )
 from ._executors import Submit
-from ._instances import item_digests
+from ._instances import instance_checkpoint, item_digests
 from ._result import RunResult
 from ._run_checkpoints import CheckpointedRun
 
@@ -260,7 +260,7 @@ class Run(CheckpointedRun):
                 else:  # an instance of a mapped task: keyed and stored by its items' values
                     items = item_digests(node, self.run_id)
                     base = await self.base_key(node, serializer, items)
-                    saved_as = self.instance_checkpoint(node, items)
+                    saved_as = instance_checkpoint(node, self.nodes[node.parent], items, self.digests)
                 force = self.force and not (label is not None and node.parent in self.unselected_maps)
                 found = await lookup(store, saved_as, serializer, base, self.params, force=force)
                 prior = found.key

@@ -48,7 +48,7 @@ from loguru import logger
 import asyncflow
 from asyncflow._logging import add_cli_sinks
 
-__all__ = ["fan_out", "main", "measure", "table"]
+__all__ = ["fan_out", "main", "measure", "table", "timed"]
 
 
 def fan_out(n: int) -> asyncflow.Pipeline:
@@ -94,7 +94,9 @@ async def _taskgroup(n: int) -> None:
             tg.start_soon(noop)
 
 
-def _timed(fn: Callable[[], Any]) -> float:
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds ``fn()`` takes, after a garbage collection (so that one run's garbage is not
+    the next one's cost)."""
     gc.collect()
     start = time.perf_counter()
     fn()
@@ -127,21 +129,21 @@ def measure(backend: str, n: int, reps: int) -> list[dict[str, Any]]:
     for _ in range(reps):
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
             workdir = Path(tmp) / "work"
-            add("cold", _timed(checkpointed(workdir, asyncflow.TaskState.SUCCEEDED)))
-            add("warm", _timed(checkpointed(workdir, asyncflow.TaskState.CACHED)))
+            add("cold", timed(checkpointed(workdir, asyncflow.TaskState.SUCCEEDED)))
+            add("warm", timed(checkpointed(workdir, asyncflow.TaskState.CACHED)))
             loop_dir = Path(tmp) / "loop"
             loop_dir.mkdir()
-            add("sequential fsync loop", _timed(lambda: fsync_loop(loop_dir, tasks)))  # noqa: B023
-        add("in memory", _timed(lambda: run(checkpoints=False, log=False)))
-        add("anyio task per node", _timed(lambda: anyio.run(_taskgroup, n, backend=backend)))
-        add("log=False", _timed(lambda: run(checkpoints=False, log=False)))
-        add("log=True, no sink", _timed(lambda: run(checkpoints=False, log=True)))
+            add("sequential fsync loop", timed(lambda: fsync_loop(loop_dir, tasks)))  # noqa: B023
+        add("in memory", timed(lambda: run(checkpoints=False, log=False)))
+        add("anyio task per node", timed(lambda: anyio.run(_taskgroup, n, backend=backend)))
+        add("log=False", timed(lambda: run(checkpoints=False, log=False)))
+        add("log=True, no sink", timed(lambda: run(checkpoints=False, log=True)))
         with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
             stderr, sys.stderr = sys.stderr, null
             logger.enable("asyncflow")
             sinks = add_cli_sinks(level="INFO", log_file=Path(tmp) / "run.log")
             try:
-                add("CLI sinks", _timed(lambda: run(checkpoints=False, log=True)))
+                add("CLI sinks", timed(lambda: run(checkpoints=False, log=True)))
             finally:
                 for sink in sinks:
                     logger.remove(sink)

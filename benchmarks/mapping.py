@@ -30,7 +30,6 @@ The target (issue #10): a mapped instance costs at most 2x a static task, per ro
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -45,7 +44,7 @@ import anyio
 
 import asyncflow
 
-from .defaults_on import fan_out
+from .defaults_on import fan_out, timed
 
 __all__ = ["main", "mapped", "measure", "static", "table"]
 
@@ -70,13 +69,6 @@ def mapped(n: int) -> asyncflow.Pipeline:
 
     p.validate()
     return p
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def measure(backend: str, n: int, reps: int) -> list[dict[str, Any]]:
@@ -109,12 +101,12 @@ def measure(backend: str, n: int, reps: int) -> list[dict[str, Any]]:
             add(shape, "build", time.perf_counter() - start)
             with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
                 workdir = Path(tmp) / "work"
-                add(shape, "cold", _timed(checked(p, asyncflow.TaskState.SUCCEEDED, workdir=workdir)))
-                add(shape, "warm", _timed(checked(p, asyncflow.TaskState.CACHED, workdir=workdir)))
+                add(shape, "cold", timed(checked(p, asyncflow.TaskState.SUCCEEDED, workdir=workdir)))
+                add(shape, "warm", timed(checked(p, asyncflow.TaskState.CACHED, workdir=workdir)))
             add(
                 shape,
                 "in memory",
-                _timed(checked(p, asyncflow.TaskState.SUCCEEDED, checkpoints=False, log=False)),
+                timed(checked(p, asyncflow.TaskState.SUCCEEDED, checkpoints=False, log=False)),
             )
     return [
         {
