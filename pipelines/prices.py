@@ -91,33 +91,51 @@ async def ingest(params: Mapping[str, Any], context: asyncflow.RunContext) -> li
     return [{"ticker": ticker, "rows": rows[ticker]} for ticker in sorted(rows)]
 
 
+def _parse_row(date_text: str, price_text: str) -> tuple[str, float] | None:
+    """``(ISO date, price in USD)`` of one CSV row, or ``None`` when its date does not
+    parse (``"Jan 1 2000"``) or its price is missing, not a number, not finite or not
+    positive."""
+    try:
+        date = datetime.strptime(date_text.strip(), "%b %d %Y").date().isoformat()
+        price = float(price_text)
+    except (ValueError, AttributeError):
+        return None
+    return (date, price) if math.isfinite(price) and price > 0 else None
+
+
 def clean_rows(rows: list[list[str]]) -> list[list[Any]]:
     """Parse ``[[date text like "Jan 1 2000", price text], ...]``, drop missing or
     non-numeric prices and duplicate dates (the last one wins), sort by date; return
     ``[[ISO date, price in USD], ...]``."""
-    by_date: dict[str, float] = {}
-    for date_text, price_text in rows:
-        try:
-            date = datetime.strptime(date_text.strip(), "%b %d %Y").date().isoformat()
-            price = float(price_text)
-        except (ValueError, AttributeError):
-            continue
-        if math.isfinite(price) and price > 0:
-            by_date[date] = price
+    by_date = dict(parsed for row in rows if (parsed := _parse_row(*row)) is not None)
     return [[date, by_date[date]] for date in sorted(by_date)]
 
 
 @pipeline.task(inputs={"raw": asyncflow.each("ingest")})
-def clean(raw: dict[str, Any]) -> dict[str, Any]:
+def clean(raw: dict[str, Any], context: asyncflow.RunContext | None = None) -> dict[str, Any]:
     """One ticker's item from ``ingest``, cleaned (see :func:`clean_rows`):
     ``{"ticker": str, "series": [[ISO date, price in USD], ...]}``.
+
+    Rows without a usable date and price are dropped with a warning naming how many and
+    the first of them (through ``context.logger``, when the pipeline runs it), so that a
+    corrupted CSV never silently gives a report on fewer months.
 
     Raises:
         ValueError: the ticker has no usable price (this instance fails, no other).
     """
-    series = clean_rows(raw["rows"])
+    rows = raw["rows"]
+    bad = [row for row in rows if _parse_row(*row) is None]
+    if bad and context is not None:
+        context.logger.warning(
+            "{}: dropped {} of {} rows without a usable date and price (the first: {})",
+            raw["ticker"],
+            len(bad),
+            len(rows),
+            ",".join(bad[0]),
+        )
+    series = clean_rows(rows)
     if not series:
-        raise ValueError(f"ticker {raw['ticker']!r} has no usable price in the CSV ({len(raw['rows'])} rows)")
+        raise ValueError(f"ticker {raw['ticker']!r} has no usable price in the CSV ({len(rows)} rows)")
     return {"ticker": raw["ticker"], "series": series}
 
 

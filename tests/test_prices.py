@@ -145,3 +145,24 @@ async def test_a_ticker_without_prices_fails_only_its_own_branch(tmp_path: Path)
     fixed = await prices.pipeline.run(workdir=tmp_path, store=store, params={"csv": str(csv)}, log=False)
     ran = {name for name, t in fixed.tasks.items() if t.state is asyncflow.TaskState.SUCCEEDED}
     assert ran == {"ingest", "clean", "clean[3]", "fit", "fit[3]", "report"}
+
+
+async def test_rows_without_a_usable_price_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    """A corrupted price never silently shortens the report: its ticker's clean warns."""
+    from loguru import logger
+
+    csv = _edited(
+        tmp_path,
+        lambda lines: [line.replace("MSFT,Apr 1 2008,27.34", "MSFT,Apr 1 2008,N/A") for line in lines],
+    )
+    seen: list[str] = []
+    logger.enable("asyncflow")
+    sink = logger.add(lambda message: seen.append(message.record["message"]), level="WARNING")
+    try:
+        result = await prices.pipeline.run(workdir=tmp_path, params={"csv": str(csv)}, checkpoints=False)
+    finally:
+        logger.remove(sink)
+        logger.disable("asyncflow")
+    assert result.ok, result.errors
+    assert result.tasks["fit[4]"].result["months"] == 122
+    assert seen == ["MSFT: dropped 1 of 123 rows without a usable date and price (the first: Apr 1 2008,N/A)"]
