@@ -1,16 +1,14 @@
 """Checkpoints and the contract of their stores, plus the in-memory store.
 
 A :class:`Checkpoint` is the stored outcome of one succeeded task; a
-:class:`CheckpointStore` maps task names to their last checkpoint. This module holds the
-record format both stores share (one JSON object per checkpoint: the journal line of
-:class:`~asyncflow.FileStore`, the ``texts`` entry of :class:`MemoryStore`) and
+:class:`CheckpointStore` maps task names to their last checkpoint. This module builds the
+records both stores share (one JSON object per checkpoint: the journal line of
+:class:`~asyncflow.FileStore`, the ``texts`` entry of :class:`MemoryStore`) and holds
 :class:`MemoryStore` itself; the file store and its crash-safety design are in
 :mod:`asyncflow._store`.
 
-A record: ``{"task", "key", "at" (seconds since the epoch), "ser" (serializer name),
-"digest" (hex SHA-256 of the serialized result), "size" (its bytes), "parts" (the key's
-parts), "result" (inline JSON) or "file" (where the bytes are)}``; a deletion is
-``{"task", "deleted": true}``.
+The record's fields and text (the key parts last, parsed only when asked for) are in
+:mod:`asyncflow._journal_format`.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ import anyio
 from loguru import logger
 
 from ._digest import value_digest
+from ._journal_format import head, parse_line, tail
 from ._serializers import JSON, Serializer
 
 __all__ = ["Checkpoint", "CheckpointStore", "MemoryStore", "file_stem"]
@@ -55,6 +54,9 @@ class Checkpoint:
             serializer is not JSON and the value is plain data, since such bytes need not
             repeat (a pickled set of strings changes with each process's hash seed); else
             ``digest``.
+        reads: the names of the run parameters the task read (its key folds in their
+            values); ``None`` when the record does not say (then they are the keys of
+            ``key_parts["params"]``).
     """
 
     task: str
@@ -66,6 +68,7 @@ class Checkpoint:
     digest: str = ""
     size: int = 0
     cutoff: str = ""
+    reads: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.cutoff:
@@ -129,58 +132,20 @@ def file_stem(task: str) -> str:
     return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
-def _record(
-    task: str,
-    cache_key: str,
-    key_parts: Mapping[str, Any] | None,
-    serializer: str,
-    digest: str,
-    size: int,
-    saved_at: float,
-) -> str:
-    """The head of a journal line, up to where the result (or its file name) goes."""
-    parts = "" if key_parts is None else f', "parts": {json.dumps(key_parts, separators=(",", ":"))}'
-    name = f'"{task}"' if task.isidentifier() and task.isascii() else json.dumps(task, ensure_ascii=False)
-    ser = f'"{serializer}"' if serializer.isidentifier() else json.dumps(serializer)
-    key = f'"{cache_key}"' if cache_key.isalnum() else json.dumps(cache_key)
-    return (
-        f'{{"task": {name}, "key": {key}, '
-        f'"at": {saved_at!r}, "ser": {ser}, "digest": "{digest}", '
-        f'"size": {size}{parts}'
-    )
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("task"), str):
-        return None
-    if doc.get("deleted") is True:
-        return doc
-    ok = (
-        isinstance(doc.get("key"), str)
-        and isinstance(doc.get("at"), int | float)
-        and isinstance(doc.get("ser"), str)
-        and isinstance(doc.get("digest"), str)
-        and ("result" in doc or isinstance(doc.get("file"), str))
-    )
-    return doc if ok else None
-
-
 def _checkpoint(doc: Mapping[str, Any], result: Any) -> Checkpoint:
     parts = doc.get("parts")
+    reads = doc.get("reads")
     return Checkpoint(
         task=doc["task"],
         cache_key=doc["key"],
         result=result,
         saved_at=doc["at"],
-        key_parts=parts if isinstance(parts, dict) else None,
+        key_parts=parts if isinstance(parts, Mapping) else None,
         serializer=doc["ser"],
         digest=doc["digest"],
         size=doc.get("size", 0) if isinstance(doc.get("size"), int) else 0,
         cutoff=doc["cutoff"] if isinstance(doc.get("cutoff"), str) else "",
+        reads=tuple(reads) if isinstance(reads, list) else None,
     )
 
 
@@ -227,19 +192,25 @@ def _head(
     digest: str,
     size: int,
     cutoff: str | None = None,
-) -> tuple[bytes, dict[str, Any]]:
-    """A new checkpoint's journal-line head (see :func:`_record`) and its in-memory record."""
+) -> tuple[bytes, bytes, dict[str, Any]]:
+    """A new checkpoint's record: ``(head, tail, in-memory record)``.
+
+    The record's text is ``head + b', "result": ' + <JSON> + tail`` (or ``"file"``), see
+    :mod:`asyncflow._journal_format`.
+    """
     saved_at = time.time()
+    params = key_parts.get("params") if key_parts is not None else None
+    reads = list(params) if isinstance(params, Mapping) else []
+    cut = cutoff if cutoff is not None and cutoff != digest else None
     doc: dict[str, Any] = {
         "task": task, "key": cache_key, "at": saved_at, "ser": serializer, "digest": digest, "size": size,
+        "reads": reads,
     }  # fmt: skip
-    if key_parts is not None:
-        doc["parts"] = dict(key_parts)
-    head = _record(task, cache_key, key_parts, serializer, digest, size, saved_at)
-    if cutoff is not None and cutoff != digest:
-        doc["cutoff"] = cutoff
-        head += f', "cutoff": "{cutoff}"'
-    return head.encode(), doc
+    if cut is not None:
+        doc["cutoff"] = cut
+    doc["parts"] = None if key_parts is None else dict(key_parts)
+    text = head(task, cache_key, reads, serializer, digest, size, saved_at, cut)
+    return text, tail(key_parts), doc
 
 
 def _encode(task: str, result: Any, serializer: Serializer) -> tuple[bytes, str]:
@@ -268,7 +239,7 @@ class MemoryStore:
         text = self.texts.get(task)
         if text is None:
             return None
-        doc = _parse(text.encode())
+        doc = parse_line(text.encode())
         if doc is None or doc["task"] != task or doc.get("deleted"):
             _warn_corrupt(task, f"memory:{task}", ValueError("not a checkpoint of this task"))
             return None
@@ -296,14 +267,14 @@ class MemoryStore:
         data, digest = _encode(task, result, serializer)
         cutoff = _cutoff(result, serializer)
         del result
-        head = _head(task, cache_key, key_parts, serializer.name, digest, len(data), cutoff)[0].decode()
+        start, end, _ = _head(task, cache_key, key_parts, serializer.name, digest, len(data), cutoff)
         if serializer.name == JSON.name:
-            text = head + ', "result": ' + data.decode() + "}"
+            text = (start + b', "result": ' + data + end).decode()
             self.blobs.pop(task, None)
         else:
-            text = head + ', "file": "memory"}'
+            text = (start + b', "file": "memory"' + end).decode()
             self.blobs[task] = data
-        doc = _parse(text.encode())
+        doc = parse_line(text.encode())
         assert doc is not None
         value = serializer.loads(data) if "file" in doc else doc["result"]
         await anyio.lowlevel.checkpoint()

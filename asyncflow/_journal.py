@@ -14,10 +14,8 @@ atomically, and result files no live line names are deleted then.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,6 @@ import anyio
 import anyio.to_thread
 from loguru import logger
 
-from ._checkpoint import (
-    _parse,
-)
 from ._errors import CheckpointReadError
 from ._files import (
     append_durably,
@@ -37,6 +32,7 @@ from ._files import (
     transient,
     write_bytes_atomic,
 )
+from ._journal_format import parse_lines, record_line
 
 __all__ = ["Journal"]
 
@@ -107,8 +103,7 @@ class Journal:
             self._rewrite = True
         docs: dict[str, dict[str, Any]] = {}
         lines = data[:end].split(b"\n")[:-1]
-        for number, line in enumerate(lines, 1):
-            doc = _parse(line)
+        for number, doc in enumerate(parse_lines(lines), 1):
             if doc is None:
                 logger.warning(
                     "line {} of checkpoint journal {} is corrupted; ignoring it", number, self.journal
@@ -241,15 +236,11 @@ class Journal:
         live = dict(self._docs)
         for doc in docs:
             live.pop(doc["task"], None)
-        text = b"".join(_line(doc) for doc in live.values()) + data
+        text = b"".join(map(record_line, live.values())) + data
         await write_bytes_atomic(self.journal, text, sync_directory=True, limiter=self._limiter())
         self._valid, self._lines, self._rewrite = len(text), len(live) + len(docs), False
         named = {doc["file"] for doc in (*live.values(), *docs) if "file" in doc}
         await anyio.to_thread.run_sync(_remove_unnamed, self.directory, named, limiter=self._limiter())
-
-
-def _line(doc: Mapping[str, Any]) -> bytes:
-    return (json.dumps(doc, ensure_ascii=False, separators=(", ", ": ")) + "\n").encode()
 
 
 _RESULT_FILE = re.compile(r"[^.]+\.[0-9a-f]{16}\.[^.]+")

@@ -71,6 +71,7 @@ from ._files import (
     write_bytes_atomic,
 )
 from ._journal import _RETRY_DELAYS, Journal
+from ._journal_format import deletion
 from ._serializers import JSON, Serializer
 
 __all__ = ["Checkpoint", "CheckpointStore", "FileStore", "MemoryStore", "file_stem"]
@@ -198,16 +199,16 @@ class FileStore(Journal):
         del result
         with anyio.CancelScope(shield=True):  # a computed result is saved even if the run is cancelled
             await self._ready()
-            head, doc = _head(task, cache_key, key_parts, serializer.name, digest, len(data), cutoff)
+            head, tail, doc = _head(task, cache_key, key_parts, serializer.name, digest, len(data), cutoff)
             if serializer.name == JSON.name and len(data) <= INLINE_LIMIT:
-                line = head + b', "result": ' + data + b"}\n"
+                line = head + b', "result": ' + data + tail + b"\n"
                 value = doc["result"] = serializer.loads(data)
                 dirsync = False
             else:
                 path = self.path(task, serializer, digest)
                 await self._write_file(path, data, task)
                 doc["file"] = path.name
-                line = head + b', "file": ' + json.dumps(path.name).encode() + b"}\n"
+                line = head + b', "file": ' + json.dumps(path.name).encode() + tail + b"\n"
                 value = serializer.loads(data)
                 dirsync = True
             del data
@@ -237,10 +238,10 @@ class FileStore(Journal):
                     limiter=self._limiter(),
                 )
             del result
-            head, doc = _head(task, cache_key, key_parts, serializer.name, digest, size, cutoff)
+            head, tail, doc = _head(task, cache_key, key_parts, serializer.name, digest, size, cutoff)
             doc["file"] = name
             self._bad.discard(name)
-            line = head + b', "file": ' + json.dumps(name).encode() + b"}\n"
+            line = head + b', "file": ' + json.dumps(name).encode() + tail + b"\n"
             await self._commit(line, doc, True)
             async with self._limiter_files():
                 value = await anyio.to_thread.run_sync(
@@ -276,9 +277,9 @@ class FileStore(Journal):
         data, digest = _encode(task, result, serializer)
         if len(data) > INLINE_LIMIT:
             return None
-        head, doc = _head(task, cache_key, key_parts, serializer.name, digest, len(data))
+        head, tail, doc = _head(task, cache_key, key_parts, serializer.name, digest, len(data))
         doc["result"] = serializer.loads(data)
-        self._pending.append(head + b', "result": ' + data + b"}\n")
+        self._pending.append(head + b', "result": ' + data + tail + b"\n")
         self._pending_docs.append(doc)
         return _checkpoint(doc, doc["result"])
 
@@ -289,7 +290,7 @@ class FileStore(Journal):
             return
         with anyio.CancelScope(shield=True):
             doc = {"task": task, "deleted": True}
-            await self._commit((json.dumps(doc, ensure_ascii=False) + "\n").encode(), doc, False)
+            await self._commit(deletion(task), doc, False)
             if task in self._legacy_names and self.legacy is not None:
                 await anyio.Path(self.legacy / f"{task}.json").unlink(missing_ok=True)
                 self._legacy_names = self._legacy_names - {task}
