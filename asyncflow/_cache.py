@@ -52,10 +52,13 @@ __all__ = [
     "KeyBase",
     "TrackedParams",
     "base_key",
+    "cache_key",
     "effect_edges",
     "effect_mark",
     "file_digest",
     "finish_key",
+    "key_of",
+    "read_digests_of",
     "result_digest",
     "volatile_key",
 ]
@@ -210,12 +213,12 @@ async def base_key(
             extra = await extra
     # By task name: an instance of a mapped task (``fetch[3]``) counts as its task, so
     # that an instance's key does not depend on its position (``task.name`` is ``fetch``).
-    upstream = (
-        [(nodes[u].task.name, digests[u] or "") for u in node.upstream]
-        + [(param, nodes[u].task.name) for param, u in node.inputs]
-        + [(param, ",".join(nodes[u].task.name for u in group)) for param, group in node.gathers]
-        + [(param, f"item:{digest}") for param, digest in items]
-    )
+    upstream = [(nodes[u].task.name, digests[u] or "") for u in node.upstream]
+    upstream += [(param, nodes[u].task.name) for param, u in node.inputs]
+    if node.gathers:
+        upstream += [(param, ",".join(nodes[u].task.name for u in group)) for param, group in node.gathers]
+    if items:
+        upstream += [(param, f"item:{digest}") for param, digest in items]
     code = code_digest(task.fn)
     if code.left_out:
         warn_left_out(task.name, code)  # once per task: which value, and cache_key_fn as the remedy
@@ -237,25 +240,44 @@ def finish_key(
     ``prior``, a key computed from the same ``base`` and ``params`` before the task ran,
     is returned as it is when it was computed with the same names.
 
-    The key is the SHA-256 of the parts, each a hex digest or a name, joined with
-    separators that cannot occur in them (``\x1f`` between the parts of a pair, ``\x1e``
-    between pairs, ``\x1d`` between sections).
+    The key is :func:`key_of` the parts.
     """
     names = sorted(read)
     if prior is not None and len(names) == len(prior.params) and all(n in prior.params for n in names):
         return prior
-    read_digests = {name: _digest(params[name]) if name in params else _ABSENT for name in names}
+    read_digests = read_digests_of(names, params)
+    return cache_key(base, read_digests, key_of(base, read_digests))
+
+
+def read_digests_of(names: Iterable[str], params: Mapping[str, Any]) -> dict[str, str]:
+    """``{name: digest of its value}`` for the parameter ``names``, in their order
+    (``"absent"`` for a name the run does not have)."""
+    return {name: _digest(params[name]) if name in params else _ABSENT for name in names}
+
+
+def key_of(base: KeyBase, read_digests: Mapping[str, str]) -> str:
+    """The cache key (hex SHA-256) of a task with ``base`` that read ``read_digests``.
+
+    The SHA-256 of the parts, each a hex digest or a name, joined with separators that
+    cannot occur in them (``\x1f`` between the parts of a pair, ``\x1e`` between pairs,
+    ``\x1d`` between sections).
+    """
     text = "\x1d".join(
         (
             base.code.digest,
-            "\x1e".join(f"{name}\x1f{digest}" for name, digest in read_digests.items()),
+            "\x1e".join(map("\x1f".join, read_digests.items())) if read_digests else "",
             base.extra,
-            "\x1e".join(f"{a}\x1f{b}" for a, b in base.upstream),
+            "\x1e".join(map("\x1f".join, base.upstream)),
             base.serializer,
         )
     )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(base: KeyBase, read_digests: Mapping[str, str], key: str) -> CacheKey:
+    """The :class:`CacheKey` ``key`` (:func:`key_of` ``base`` and ``read_digests``) with its parts."""
     return CacheKey(
-        key=hashlib.sha256(text.encode()).hexdigest(),
+        key=key,
         code=base.code.digest,
         code_parts=base.code.parts,
         params=read_digests,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from ._cache import CacheKey, KeyBase, finish_key
+from ._cache import CacheKey, KeyBase, cache_key, finish_key, key_of, read_digests_of
 from ._errors import CheckpointError, CheckpointReadError
 from ._serializers import Serializer
 from ._store import Checkpoint, CheckpointStore
@@ -27,20 +27,30 @@ class Lookup:
 
     Attributes:
         checkpoint: the matching checkpoint, or ``None`` when the task must run.
-        key: the key the task would have with the parameters its checkpoint recorded
-            as read (or none, without a checkpoint).
+        cache_key: the key (hex) the task would have with the parameters its checkpoint
+            recorded as read (or none, without a checkpoint).
     """
 
-    __slots__ = ("checkpoint", "key")
+    __slots__ = ("_base", "_reads", "cache_key", "checkpoint")
 
-    def __init__(self, checkpoint: Checkpoint | None, key: CacheKey) -> None:
+    def __init__(self, checkpoint: Checkpoint | None, base: KeyBase, reads: dict[str, str], key: str) -> None:
         self.checkpoint = checkpoint
-        self.key = key
+        self.cache_key = key
+        self._base, self._reads = base, reads
+
+    @property
+    def key(self) -> CacheKey:
+        """:attr:`cache_key` with its parts (made when asked for: a cached task never is)."""
+        return cache_key(self._base, self._reads, self.cache_key)
 
 
 def recorded_reads(checkpoint: Checkpoint | None) -> Iterable[str]:
     """The parameter names ``checkpoint`` recorded as read by its task (``()`` if none)."""
-    parts = checkpoint.key_parts if checkpoint is not None else None
+    if checkpoint is None:
+        return ()
+    if checkpoint.reads is not None:
+        return checkpoint.reads
+    parts = checkpoint.key_parts
     read = parts.get("params") if parts is not None else None
     return read if isinstance(read, dict) else ()
 
@@ -64,15 +74,17 @@ async def lookup(
             taken for missing.
     """
     if force:
-        return Lookup(None, finish_key(base, (), params))
+        return Lookup(None, base, {}, key_of(base, {}))
     try:
         stored = await store.load(task, serializer)
     except CheckpointReadError as exc:
         error = CheckpointError(task, f"{exc}; the task was not run again, to keep finished work")
         raise error from exc
-    key = finish_key(base, recorded_reads(stored), params)
-    matches = stored is not None and stored.serializer == serializer.name and stored.cache_key == key.key
-    return Lookup(stored if matches else None, key)
+    read = recorded_reads(stored)
+    reads = read_digests_of(sorted(read), params) if read else {}
+    key = key_of(base, reads)
+    matches = stored is not None and stored.serializer == serializer.name and stored.cache_key == key
+    return Lookup(stored if matches else None, base, reads, key)
 
 
 @runtime_checkable

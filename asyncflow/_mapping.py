@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._cache import volatile_key
+from ._cache import effect_mark, volatile_key
 from ._errors import MappingError
 from ._events import Event, TaskCached, TaskFailed, TaskMapped, TaskSkipped, TaskState, TaskSucceeded
 from ._graph import Graph, Node
@@ -54,6 +54,11 @@ __all__ = ["MappedTasks"]
 
 PENDING, RUNNING = TaskState.PENDING, TaskState.RUNNING
 _BAD = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
+
+
+KEYED = ""
+"""What ``marks[i]`` holds for a task that kept a checkpoint until its mark is asked for
+(see :meth:`MappedTasks.mark`); a real mark is a hex digest, never empty."""
 
 
 class MappedTasks:
@@ -275,12 +280,24 @@ class MappedTasks:
             digest = self.digests[t] = combined_digest(digests[j] or "" for j in indices)
         return digest
 
+    def mark(self, i: int) -> str | None:
+        """Task ``i``'s effect mark (see :func:`~asyncflow._cache.effect_mark`), or ``None``
+        when it kept no checkpoint. A task that did keep one records :data:`KEYED`: its
+        mark is hashed from its key and result digest only when a task below it, across a
+        side-effect edge, asks (most never do)."""
+        mark = self.marks[i]
+        if mark == KEYED:
+            key, digest = self.keys[i], self.digests[i]
+            assert key is not None and digest is not None
+            mark = self.marks[i] = effect_mark(key, digest)
+        return mark
+
     def mapped_mark(self, t: int) -> str:
         """What a task below mapped task ``t`` folds in across a side-effect edge (see
         :func:`~asyncflow._cache.effect_mark`): its instances' marks, or a volatile key
         when one of them has none (it kept no checkpoint)."""
         mark = self.marks[t]
         if mark is None:
-            marks = [self.marks[j] for j in self.expansions[t].indices]
+            marks = [self.mark(j) for j in self.expansions[t].indices]
             mark = self.marks[t] = list_mark(self.nodes[t].name, marks, self.run_id)
         return mark

@@ -25,7 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from ._cache import CacheKey, effect_mark
+from ._cache import CacheKey
 from ._checkpointing import Stager
 from ._context import log_safely
 from ._events import (
@@ -42,7 +42,7 @@ from ._events import (
 from ._executors import Submit, WorkerThreads
 from ._graph import Graph, Node
 from ._instances import Expansion
-from ._mapping import MappedTasks
+from ._mapping import KEYED, MappedTasks
 from ._result import RunResult, TaskRuns
 from ._serializers import Serializer
 from ._store import Checkpoint, CheckpointStore
@@ -120,7 +120,7 @@ class RunState(MappedTasks):
         self.results: list[Any] = [None] * n
         self.keys: list[str | None] = [None] * n
         self.digests: list[str | None] = [None] * n  # result digests, for downstream keys
-        self.marks: list[str | None] = [None] * n  # see asyncflow._cache.effect_mark
+        self.marks: list[str | None] = [None] * n  # see MappedTasks.mark
         self.sizes: list[int | None] = [None] * n  # serialized result sizes, in bytes
         self.serializer = serializer
         # Group commit (a store with stage/commit, such as FileStore): checkpoints staged
@@ -220,7 +220,7 @@ class RunState(MappedTasks):
         """Task ``i`` is CACHED: ``checkpoint`` stands in for running it."""
         self.keys[i] = checkpoint.cache_key
         self.digests[i] = checkpoint.cutoff
-        self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.cutoff)
+        self.marks[i] = KEYED
         self.sizes[i] = checkpoint.size
         if self.listeners:
             self.emit(

@@ -25,7 +25,6 @@ from ._cache import (
     KeyBase,
     base_key,
     effect_edges,
-    effect_mark,
     finish_key,
     result_digest,
     volatile_key,
@@ -34,6 +33,7 @@ from ._checkpointing import recorded_reads, write_failed
 from ._context import log_safely
 from ._events import TaskState
 from ._graph import Node
+from ._mapping import KEYED
 from ._outcomes import RunState
 from ._serializers import Serializer
 from ._store import Checkpoint
@@ -69,7 +69,7 @@ class CheckpointedRun(RunState):
                 for i, checkpoint, key in batch:
                     self.keys[i] = key.key
                     self.digests[i] = checkpoint.cutoff
-                    self.marks[i] = effect_mark(checkpoint.cache_key, checkpoint.cutoff)
+                    self.marks[i] = KEYED
                     self.sizes[i] = checkpoint.size
                     self.succeed(i, checkpoint.result, TaskState.SUCCEEDED)
                 if self.ready:
@@ -106,7 +106,7 @@ class CheckpointedRun(RunState):
         # Across an after= edge or below a task that writes files, this task may depend on
         # what the upstream did, not on what it returned: no early cutoff there.
         over = {
-            u: self.marks[u]
+            u: self.mark(u)
             or (self.mapped_mark(u) if u in expansions else volatile_key(f"{nodes[u].name}:ran", self.run_id))
             for u in effect_edges(node, nodes)
         }

@@ -74,7 +74,6 @@ from ._cache import (
     CacheKey,
     KeyBase,
     TrackedParams,
-    effect_mark,
 )
 from ._checkpointing import lookup, save, stage
 from ._context import RunContext, task_logger
@@ -91,6 +90,7 @@ from ._events import (
 )
 from ._executors import Submit
 from ._instances import instance_checkpoint, item_digests
+from ._mapping import KEYED
 from ._result import RunResult
 from ._run_checkpoints import CheckpointedRun
 
@@ -263,12 +263,12 @@ class Run(CheckpointedRun):
                     saved_as = instance_checkpoint(node, self.nodes[node.parent], items, self.digests)
                 force = self.force and not (label is not None and node.parent in self.unselected_maps)
                 found = await lookup(store, saved_as, serializer, base, self.params, force=force)
-                prior = found.key
-                self.keys[i] = prior.key
+                self.keys[i] = found.cache_key
                 checkpoint = found.checkpoint
                 if checkpoint is not None and not (task.outputs and self.outputs_missing(i)):
                     self.cached(i, checkpoint)
                     return
+                prior = found.key
             except Exception as exc:  # cache_key_fn raised, unreadable store, bad outputs template
                 self.fail(i, exc)
                 return
@@ -361,7 +361,7 @@ class Run(CheckpointedRun):
                 return
             self.keys[i] = key.key
             self.digests[i] = saved.cutoff
-            self.marks[i] = effect_mark(saved.cache_key, saved.cutoff)
+            self.marks[i] = KEYED
             self.sizes[i] = saved.size
             result = saved.result
         self.succeed(i, result, TaskState.SUCCEEDED)
