@@ -50,7 +50,7 @@ from ._interrupt import (
     exit_without_abandoned_threads,
     route_asyncio_logging,
 )
-from ._logging import add_cli_sinks, log_file_failure
+from ._log_sinks import add_cli_sinks, log_file_failure
 from ._pipeline import Pipeline
 from ._progress import terminal_display
 from ._recorder import RunRecorder, save_now

@@ -15,7 +15,7 @@ import anyio
 from ._cli_args import EXIT_OK, EXIT_USAGE, fail
 from ._errors import MissingCheckpointError
 from ._graph import Graph
-from ._logging import add_cli_sinks
+from ._log_sinks import add_cli_sinks
 from ._pipeline import Pipeline, default_file_store
 from ._plan import make_plan
 from ._render import plan_json, render_dot, render_mermaid, render_plan, render_tasks, tasks_json

@@ -100,7 +100,10 @@ async def launch(
         held = WorkdirLock(root, mode=lock, run_id=run_id, pipeline=pipeline, cleanup=(store.directory,))
         await held.acquire()
     logs = log and LogListener.wanted()  # decided once, as the run starts
-    all_listeners: list[Listener] = [*listeners, LogListener()] if logs else list(listeners)
+    log_listener = LogListener.for_run(run_id) if logs else None
+    all_listeners: list[Listener] = (
+        [*listeners, log_listener] if log_listener is not None else list(listeners)
+    )
     recorder = record if isinstance(record, RunRecorder) else RunRecorder() if record else None
     if recorder is not None:
         all_listeners.append(recorder)
@@ -119,6 +122,8 @@ async def launch(
             **options,
         )
     finally:
+        if log_listener is not None:
+            log_listener.close()
         if held is not None:
             held.release()
         if recorder is not None:

@@ -1,19 +1,15 @@
-"""Logging: a listener that turns run events into loguru records, and the CLI's sinks.
+"""Logging: a listener that turns run events into loguru records.
 
 The library never adds a sink: ``asyncflow/__init__.py`` calls ``logger.disable("asyncflow")``
 as loguru advises for libraries, so an embedding application sees nothing until it calls
 ``logger.enable("asyncflow")``. Every record carries ``run_id`` and ``task`` in
 ``record["extra"]`` (``task`` is ``"-"`` for run-level lines).
 
-Only the command line calls :func:`add_cli_sinks`.
+Only the command line adds sinks (:mod:`asyncflow._log_sinks`); with only those, the
+routine lines go to loguru in batches (:mod:`asyncflow._log_batch`).
 """
 
 from __future__ import annotations
-
-import contextlib
-import sys
-from pathlib import Path
-from typing import Any, TextIO
 
 from loguru import logger
 
@@ -32,37 +28,9 @@ from ._events import (
     TaskSucceeded,
     instance_of,
 )
+from ._log_batch import ROUTINE, LineBatch, batching_sinks_only, routine_message
 
-__all__ = ["CONSOLE_FORMAT", "FILE_FORMAT", "LogFile", "LogListener", "add_cli_sinks", "log_file_failure"]
-
-CONSOLE_FORMAT = (
-    "<green>{extra[clock]}</green> <level>{level: <7}</level> <cyan>{extra[task]}</cyan> {message}"
-)
-"""The console line: ``HH:MM:SS.mmm LEVEL task message`` (``clock`` is set by the sink's
-format function, see :func:`_console_format`)."""
-FILE_FORMAT = "{extra[stamp]} {level: <7} run={extra[run_id]} task={extra[task]} {message}"
-"""The ``run.log`` line: ISO 8601 time to the millisecond with the UTC offset
-(``2026-12-02T15:09:10.123+00:00``), level, run id, task, message."""
-
-
-def _console_format(record: Any) -> str:
-    """The console sink's format: the clock, made with one f-string (loguru's own
-    ``{time:HH:mm:ss.SSS}`` formatter cost about 8 µs a line, more than the rest of it).
-
-    A callable format gets no ``{exception}`` appended: one line on the console;
-    tracebacks go to the log file.
-    """
-    t = record["time"]
-    record["extra"]["clock"] = f"{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond // 1000:03d}"
-    return CONSOLE_FORMAT + "\n"
-
-
-def _file_format(record: Any) -> str:
-    """The log file's format: the time by ``datetime.isoformat`` (the same text as loguru's
-    ``{time:YYYY-MM-DDTHH:mm:ss.SSSZZ}``, at a fraction of its cost), then the traceback."""
-    record["extra"]["stamp"] = record["time"].isoformat(timespec="milliseconds")
-    return FILE_FORMAT + "\n{exception}"
-
+__all__ = ["LogListener"]
 
 _LEVELS: dict[type[Event], int] = {
     TaskStarted: 10,
@@ -77,6 +45,7 @@ _LEVELS: dict[type[Event], int] = {
     TaskFailed: 40,
 }
 """The lowest loguru level each event may be logged at (DEBUG 10, INFO 20, WARNING 30, ERROR 40)."""
+_QUEUED = frozenset(ROUTINE)
 
 
 def _wanted(level: int) -> bool:
@@ -111,11 +80,30 @@ class LogListener:
     A mapped task (see :func:`~asyncflow.each`) ends in words about its instances
     (``all 200 instances done in 1.234 s: 197 succeeded, 3 cached``; ``failed:
     MappingError: ...``), not about attempts it never made. One listener serves one run.
+
+    Args:
+        batch: where the routine lines (an attempt started, a task succeeded or was
+            cached) are queued, to reach loguru in batches; ``None`` (the default): each
+            line is a record of its own. See :meth:`for_run`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, batch: LineBatch | None = None) -> None:
         self._groups: dict[str, list[int]] = {}
         """``{expanded mapped task: [instances succeeded, instances cached, instances]}``."""
+        self._batch = batch
+
+    @classmethod
+    def for_run(cls, run_id: str) -> LogListener:
+        """The listener of run ``run_id``: batching its routine lines when every loguru
+        sink is one of the command line's (they render batches), else not. Call
+        :meth:`close` when the run ends."""
+        lowest = batching_sinks_only()
+        return cls(LineBatch(run_id, lowest) if lowest is not None else None)
+
+    def close(self) -> None:
+        """Hand the lines still queued to loguru (the run ended); stop the batch's thread."""
+        if self._batch is not None:
+            self._batch.close()
 
     @staticmethod
     def wanted() -> bool:
@@ -128,6 +116,12 @@ class LogListener:
         """Log ``event``; a loguru sink that raises (``catch=False``) drops the line, never
         the run (see :func:`asyncflow._context.sink_failed`)."""
         try:
+            batch = self._batch
+            if batch is not None and not self._groups and type(event) in _QUEUED:
+                level = _LEVELS[type(event)]  # the hot path: a routine line, no mapped task
+                if level >= batch.min_level:
+                    batch.add(level, event.task, event)  # type: ignore[attr-defined]
+                return
             self._log(event)
         except Exception as exc:
             sink_failed(exc)
@@ -142,12 +136,19 @@ class LogListener:
             counted = None if parent is None else self._groups.get(parent[0])
             if counted is not None and isinstance(event, TaskSucceeded | TaskCached):
                 counted[0 if isinstance(event, TaskSucceeded) else 1] += 1
-        if not _wanted(_LEVELS.get(type(event), 40)):
+        level = _LEVELS.get(type(event), 40)
+        if not _wanted(level):
             return  # no sink would keep the line: build nothing (the default when embedded)
         task = getattr(event, "task", "-")
+        batch = self._batch
+        if batch is not None:
+            if group is None and isinstance(event, ROUTINE):
+                batch.add(level, task, event)
+                return
+            batch.flush()  # what is queued comes first
         log = logger.bind(run_id=event.run_id, task=task)
         if isinstance(event, TaskStarted):
-            log.debug("attempt {} started", event.attempt)
+            log.debug(routine_message(event))
         elif isinstance(event, TaskMapped):
             over = " and ".join(event.over)
             log.info("mapped over {}: {}", over, _instances(event.count))
@@ -166,11 +167,11 @@ class LogListener:
             else:
                 log.info("{} succeeded in {:.3f} s", _all(count), event.duration)
         elif isinstance(event, TaskSucceeded):
-            log.info("succeeded on attempt {} in {:.3f} s", event.attempt, event.duration)
+            log.info(routine_message(event))
         elif isinstance(event, TaskCached) and group is not None:
             log.info("cached ({} cached)", _all(group[2]))
         elif isinstance(event, TaskCached):
-            log.info("cached (checkpoint matches cache key {}…)", event.cache_key[:12])
+            log.info(routine_message(event))
         elif isinstance(event, AttemptFailed):
             error = f"{type(event.error).__name__}: {event.error}"
             if event.retry_in is not None:
@@ -200,8 +201,13 @@ class LogListener:
             log.info("run {} of pipeline {!r} started ({} tasks)", event.run_id, event.pipeline, event.tasks)
         elif isinstance(event, RunFinished):
             counts = ", ".join(f"{n} {s.value}" for s, n in event.counts.items())
-            level = "INFO" if event.ok else "ERROR"
-            log.log(level, "run {} finished in {:.3f} s: {}", event.run_id, event.duration, counts)
+            log.log(
+                "INFO" if event.ok else "ERROR",
+                "run {} finished in {:.3f} s: {}",
+                event.run_id,
+                event.duration,
+                counts,
+            )
 
 
 def _instances(n: int) -> str:
@@ -210,138 +216,3 @@ def _instances(n: int) -> str:
 
 def _all(n: int) -> str:
     return "its 1 instance" if n == 1 else f"all {n} instances"
-
-
-class _CurrentStderr:
-    """Writes to whatever ``sys.stderr`` is at the time of the write, so that a later
-    redirection is followed (a live progress display prints log lines above itself)."""
-
-    def write(self, text: str) -> None:
-        sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:
-        return sys.stderr.isatty()
-
-
-class LogFile:
-    """A loguru sink that appends to one file, and that a full disk cannot break.
-
-    The file (and its missing parent folders) appear with the first line, so a run that
-    never starts leaves no empty log behind. When a write fails (``ENOSPC``, ``EIO``, a
-    removed folder), the sink stops writing, keeps the error in :attr:`failure`, and
-    removes what it created if nothing was written: no loguru "Logging error" traceback,
-    no empty ``run.log`` to point at.
-
-    Args:
-        path: the log file.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.failure: OSError | None = None
-        """The error that stopped this sink, or ``None``."""
-        self._file: TextIO | None = None
-        self._created: list[Path] = []
-        self._written = False
-
-    def write(self, message: str) -> None:
-        """Append ``message`` and flush; after a failure, do nothing."""
-        if self.failure is not None:
-            return
-        try:
-            if self._file is None:
-                missing = [p for p in reversed(self.path.parents) if not p.exists()]
-                for folder in missing:
-                    folder.mkdir()
-                    self._created.append(folder)
-                if not self.path.exists():
-                    self._created.append(self.path)
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
-            self._file.write(message)
-            self._file.flush()
-            self._written = True
-        except OSError as exc:
-            self.failure = exc
-            self._abandon()
-
-    def _abandon(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
-        if self._written:
-            return
-        for created in reversed(self._created):  # the file first, then its folders
-            with contextlib.suppress(OSError):
-                created.unlink() if created == self.path else created.rmdir()
-
-    def stop(self) -> None:
-        """Close the file (loguru calls this when the sink is removed)."""
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
-
-
-_log_file: LogFile | None = None
-
-
-def log_file_failure() -> OSError | None:
-    """Why the command line's log file could not be written (``None``: it could, or none)."""
-    return _log_file.failure if _log_file is not None else None
-
-
-def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False) -> list[int]:
-    """Enable asyncflow's logging and add the command line's sinks.
-
-    Removes loguru's default sink, then adds stderr at ``level`` (colored when stderr is a
-    terminal; tracebacks are left to the log file) and, if ``log_file`` is given, a
-    DEBUG-level file sink with full tracebacks.
-
-    Args:
-        level: a loguru level name for the console, e.g. ``"INFO"``.
-        log_file: the per-run log file, or ``None``.
-        json_lines: write the console sink as loguru's JSON serialization.
-
-    Returns:
-        the ids of the added sinks, for ``logger.remove``.
-
-    Raises:
-        ValueError: ``level`` is not a loguru level name.
-    """
-    logger.enable("asyncflow")
-    logger.remove()
-    logger.configure(extra={"run_id": "-", "task": "-"})
-
-    ids = [
-        logger.add(
-            _CurrentStderr(),
-            level=level,
-            format=_console_format if not json_lines else "{message}",
-            colorize=None if not json_lines else False,
-            serialize=json_lines,
-            backtrace=False,
-            diagnose=False,
-        )
-    ]
-    global _log_file
-    _log_file = None
-    if log_file is not None:
-        # A LogFile: it appears with the first line, so a run that never starts (refused
-        # by the workdir lock, say) leaves no empty log behind, and a full disk stops it
-        # quietly (see log_file_failure) instead of a traceback per line.
-        _log_file = LogFile(log_file)
-        ids.append(
-            logger.add(
-                _log_file,
-                level="DEBUG",
-                format=_file_format,
-                backtrace=False,
-                diagnose=False,
-                colorize=False,
-            )
-        )
-    return ids

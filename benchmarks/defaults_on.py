@@ -46,7 +46,7 @@ import anyio
 from loguru import logger
 
 import asyncflow
-from asyncflow._logging import add_cli_sinks
+from asyncflow._log_sinks import add_cli_sinks
 
 __all__ = ["fan_out", "main", "measure", "table", "timed"]
 

@@ -15,7 +15,8 @@ from mapped_pipeline import make
 import asyncflow
 import asyncflow._context
 from asyncflow import Event, Pipeline, RunContext, TaskState
-from asyncflow._logging import LogListener, add_cli_sinks
+from asyncflow._log_sinks import add_cli_sinks
+from asyncflow._logging import LogListener
 
 E: dict[str, Any] = {"run_id": "r", "time": 0.0}
 

@@ -1,0 +1,215 @@
+"""The CLI's routine log lines reach loguru in batches (asyncflow._log_batch): same text,
+same order, never held back while a task runs; other sinks still get one record a line."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from loguru import logger
+
+from asyncflow import Pipeline, RunContext, TaskState
+from asyncflow._events import TaskStarted, TaskSucceeded
+from asyncflow._log_batch import MAX_AGE, LineBatch, batching_sinks_only
+from asyncflow._log_sinks import _console_format, add_cli_sinks
+
+pytestmark = pytest.mark.anyio
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
+
+
+@pytest.fixture
+def cli_sinks(tmp_path: Path) -> Iterator[Path]:
+    """The CLI's console (INFO) and run.log (DEBUG) sinks; yields the log file."""
+    log_file = tmp_path / "run.log"
+    ids = add_cli_sinks(level="INFO", log_file=log_file)
+    try:
+        yield log_file
+    finally:
+        for sink_id in ids:
+            logger.remove(sink_id)
+        logger.disable("asyncflow")
+
+
+def _retrying() -> Pipeline:
+    p = Pipeline("batched")
+    attempts = {"flaky": 0}
+
+    @p.task
+    async def first() -> int:
+        return 1
+
+    @p.task(retries=1, retry_delay=0.01)
+    async def flaky(first: int) -> int:
+        attempts["flaky"] += 1
+        if attempts["flaky"] == 1:
+            raise ConnectionError("once")
+        return first + 1
+
+    @p.task
+    async def last(flaky: int) -> int:
+        return flaky + 1
+
+    return p
+
+
+async def test_run_log_has_every_line_in_order_with_the_retry_warning_between(
+    cli_sinks: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert batching_sinks_only() == 10  # only the CLI's sinks: batched, from DEBUG up
+    result = await _retrying().run(checkpoints=False, run_id="r1")
+    assert result.ok
+    lines = (await anyio.Path(cli_sinks).read_text()).splitlines()
+    assert all(re.match(STAMP + r" (DEBUG|INFO|WARNING) +run=r1 task=", line) for line in lines), lines
+    said = [re.sub(STAMP + r" \w+ +run=r1 ", "", line) for line in lines]
+    said = [re.sub(r"in \d\.\d{3} s", "in T s", line) for line in said]
+    assert said == [
+        "task=- run r1 of pipeline 'batched' started (3 tasks)",
+        "task=first attempt 1 started",
+        "task=first succeeded on attempt 1 in T s",
+        "task=flaky attempt 1 started",
+        "task=flaky attempt 1 failed (ConnectionError: once); retrying in T s",
+        "task=flaky attempt 2 started",
+        "task=flaky succeeded on attempt 2 in T s",
+        "task=last attempt 1 started",
+        "task=last succeeded on attempt 1 in T s",
+        "task=- run r1 finished in T s: 3 succeeded",
+    ]
+    console = capsys.readouterr().err.splitlines()
+    tasks = [line.split()[2] for line in console if re.match(r"\d\d:\d\d:\d\d\.\d{3} INFO", line)]
+    assert tasks == ["-", "first", "flaky", "last", "-"]  # INFO and up: no "started" lines
+    assert any("WARNING flaky attempt 1 failed" in line for line in console)
+
+
+async def test_a_finished_task_s_line_is_written_while_a_long_task_still_runs(cli_sinks: Path) -> None:
+    p = Pipeline("slow")
+    seen: list[str] = []
+
+    @p.task
+    async def quick() -> int:
+        return 1
+
+    @p.task
+    async def slow(quick: int) -> int:
+        await anyio.sleep(10 * MAX_AGE)  # no event meanwhile: only the flusher thread writes
+        seen.append(await anyio.Path(cli_sinks).read_text())
+        return quick
+
+    assert (await p.run(checkpoints=False)).ok
+    assert "task=quick succeeded on attempt 1" in seen[0]
+    assert "task=slow attempt 1 started" in seen[0]
+
+
+async def test_an_application_s_own_sink_gets_one_record_per_line() -> None:
+    records: list[Any] = []
+    logger.enable("asyncflow")
+    sink = logger.add(lambda m: records.append(m.record), level="DEBUG")
+    try:
+        assert batching_sinks_only() is None
+        assert (await _retrying().run(checkpoints=False)).ok
+    finally:
+        logger.remove(sink)
+        logger.disable("asyncflow")
+    assert not any("batch" in r["extra"] for r in records)
+    messages = [(r["extra"]["task"], r["message"]) for r in records]
+    assert ("first", "attempt 1 started") in messages and len(messages) == 10
+
+
+async def test_json_lines_on_the_console_are_one_record_per_event(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ids = add_cli_sinks(level="DEBUG", log_file=None, json_lines=True)
+    try:
+        assert batching_sinks_only() is None
+        assert (await _retrying().run(checkpoints=False)).ok
+    finally:
+        for sink_id in ids:
+            logger.remove(sink_id)
+        logger.disable("asyncflow")
+    docs = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert len(docs) == 10 and docs[1]["record"]["message"] == "attempt 1 started"
+
+
+def test_a_colored_batched_line_is_the_same_text_loguru_colors_itself() -> None:
+    out = io.StringIO()
+    logger.enable("asyncflow")
+    sink = logger.add(out, level="DEBUG", format=_console_format(10, True), colorize=True)
+    try:
+        logger.bind(run_id="r", task="fit").info("succeeded on attempt 1 in 0.500 s")
+        logger.bind(run_id="r", task="fit").debug("attempt 1 started")
+        batch = LineBatch("r")
+        batch.add(20, "fit", TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.5))
+        batch.add(10, "fit", TaskStarted(run_id="r", time=0.0, task="fit", attempt=1))
+        batch.close()
+    finally:
+        logger.remove(sink)
+        logger.disable("asyncflow")
+    clock = re.compile(r"\d\d:\d\d:\d\d\.\d{3}")
+    own_info, own_debug, batched_info, batched_debug = clock.sub("T", out.getvalue()).splitlines()
+    assert "\x1b[" in own_info and batched_info == own_info
+    assert batched_debug == own_debug
+
+
+async def test_a_console_above_info_gets_no_routine_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = add_cli_sinks(level="WARNING", log_file=tmp_path / "run.log")
+    try:
+        result = await _retrying().run(checkpoints=False)
+    finally:
+        for sink_id in ids:
+            logger.remove(sink_id)
+        logger.disable("asyncflow")
+    assert result.counts == {TaskState.SUCCEEDED: 3}
+    console = capsys.readouterr().err.splitlines()
+    assert len(console) == 1 and "WARNING flaky attempt 1 failed" in console[0]
+    assert len((await anyio.Path(tmp_path / "run.log").read_text()).splitlines()) == 10
+
+
+def test_a_full_batch_is_flushed_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("asyncflow._log_batch.MAX_AGE", 60.0)  # the flusher thread stays out of it
+    out: list[int] = []
+    logger.enable("asyncflow")
+    sink = logger.add(lambda m: out.append(len(m.record["extra"]["batch"])), level="DEBUG")
+    try:
+        batch = LineBatch("r")
+        for k in range(600):
+            batch.add(10, f"t{k}", TaskStarted(run_id="r", time=0.0, task=f"t{k}", attempt=1))
+        assert out == [512]  # MAX_LINES, at once: the rest waits
+        batch.close()
+    finally:
+        logger.remove(sink)
+        logger.disable("asyncflow")
+    assert out == [512, 88]
+
+
+async def test_a_task_s_own_log_line_follows_its_attempt_started_line(cli_sinks: Path) -> None:
+    p = Pipeline("own")
+
+    @p.task
+    async def ingest(context: RunContext) -> int:
+        context.logger.info("read 3 rows")
+        return 3
+
+    @p.task
+    def total(ingest: int, context: RunContext) -> int:  # in a worker thread
+        context.logger.info("adding up")
+        return ingest
+
+    assert (await p.run(checkpoints=False)).ok
+    said = [line.split(" task=", 1)[1] for line in (await anyio.Path(cli_sinks).read_text()).splitlines()]
+    assert said[1:7] == [
+        "ingest attempt 1 started",
+        "ingest read 3 rows",
+        said[3],  # ingest succeeded ...
+        "total attempt 1 started",
+        "total adding up",
+        said[6],
+    ]
+    assert said[3].startswith("ingest succeeded") and said[6].startswith("total succeeded")
