@@ -22,7 +22,10 @@ with closures as a ``.py`` file would. Rows (µs per task = wall time / tasks):
 * ``log=True, no sink`` / ``log=False``: in-memory runs, logging on and off (the library
   default has asyncflow disabled in loguru);
 * ``CLI sinks``: in-memory run with the command line's sinks added (console at INFO to
-  a null stream, ``run.log`` at DEBUG), the cost per task above ``log=False``.
+  a null stream, ``run.log`` at DEBUG), the cost per task above ``log=False``;
+* ``build + run, random DAG``: declaring and validating a random DAG of as many no-op
+  tasks (:func:`benchmarks.dags.build_pipeline`, ``after=`` edges) and running it in
+  memory (``checkpoints=False``, logging at its default), end to end.
 
 Ratios compare rows of the same backend measured in the same process.
 """
@@ -47,6 +50,8 @@ from loguru import logger
 
 import asyncflow
 from asyncflow._log_sinks import add_cli_sinks
+
+from .dags import build_pipeline, make_dag
 
 __all__ = ["fan_out", "main", "measure", "table", "timed"]
 
@@ -94,6 +99,12 @@ async def _taskgroup(n: int) -> None:
             tg.start_soon(noop)
 
 
+def _build_and_run(dag: Any, backend: str) -> None:
+    pipeline = build_pipeline(dag, name=f"random_{secrets.token_hex(4)}")
+    result = anyio.run(lambda: pipeline.run(checkpoints=False), backend=backend)
+    assert result.ok
+
+
 def timed(fn: Callable[[], Any]) -> float:
     """Seconds ``fn()`` takes, after a garbage collection (so that one run's garbage is not
     the next one's cost)."""
@@ -111,6 +122,7 @@ def measure(backend: str, n: int, reps: int) -> list[dict[str, Any]]:
     """
     p = fan_out(n)
     tasks = n + 1
+    dag = make_dag("random", tasks)
     times: dict[str, list[float]] = {}
 
     def add(row: str, seconds: float) -> None:
@@ -138,6 +150,7 @@ def measure(backend: str, n: int, reps: int) -> list[dict[str, Any]]:
         add("anyio task per node", timed(lambda: anyio.run(_taskgroup, n, backend=backend)))
         add("log=False", timed(lambda: run(checkpoints=False, log=False)))
         add("log=True, no sink", timed(lambda: run(checkpoints=False, log=True)))
+        add("build + run, random DAG", timed(lambda: _build_and_run(dag, backend)))
         with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
             stderr, sys.stderr = sys.stderr, null
             logger.enable("asyncflow")
@@ -191,6 +204,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(f"| log=False | {us['log=False']:.1f} | |")
         extra = us["CLI sinks"] - us["log=False"]
         out.append(f"| CLI sinks (console + run.log) | {us['CLI sinks']:.1f} | +{extra:.1f} µs/task |")
+        e2e = us["build + run, random DAG"]
+        out.append(f"| build + run, random DAG (in memory) | {e2e:.1f} | end to end (target ≤ 15 µs) |")
         out.append("")
     return "\n".join(out)
 

@@ -78,6 +78,7 @@ def test_quick_benchmark_run_writes_every_table(tmp_path: Path) -> None:
     assert "## No-op overhead, asyncio" in report and "## No-op overhead, trio" in report
     rows = {(r["backend"], r["row"]) for r in results["defaults"]}
     assert ("trio", "cold") in rows and ("asyncio", "sequential fsync loop") in rows
+    assert ("trio", "build + run, random DAG") in rows and "| build + run, random DAG (in memory) |" in report
     assert "### defaults on, asyncio" in report and "| cold, checkpoints on |" in report
     assert results["keys"]["digests"] and "| code digest |" in report
     assert report in proc.stdout
