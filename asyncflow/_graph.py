@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import CycleError, PipelineDefinitionError, UnboundParameterError, UnknownDependencyError
+from ._frozen import become, layout_twin
 from ._task import Each, Task
 
-__all__ = ["Graph", "Node", "build_graph"]
+__all__ = ["Graph", "Node", "build_graph", "new_node"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,7 @@ class Graph:
         kept = sorted(set(keep))
         new = {old: i for i, old in enumerate(kept)}
         nodes = tuple(
-            Node(
+            new_node(
                 index=new[old],
                 task=self.nodes[old].task,
                 inputs=tuple((p, new[u]) for p, u in self.nodes[old].inputs),
@@ -177,7 +178,9 @@ def _suggest(name: str, known: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _static_order(upstream: Sequence[tuple[int, ...]], downstream: Sequence[list[int]]) -> tuple[int, ...]:
+def _static_order(
+    upstream: Sequence[tuple[int, ...]], downstream: Sequence[Sequence[int]]
+) -> tuple[int, ...]:
     """``graphlib.TopologicalSorter.static_order()`` of the graph, on plain lists.
 
     The same order, node for node, as adding ``(i, *upstream[i])`` for each ``i`` in turn
@@ -204,6 +207,15 @@ def _static_order(upstream: Sequence[tuple[int, ...]], downstream: Sequence[list
     return tuple(order)
 
 
+_Edges = tuple[
+    tuple[tuple[str, int], ...],
+    tuple[tuple[str, tuple[int, ...]], ...],
+    tuple[tuple[str, int], ...],
+    tuple[int, ...],
+]
+"""``(inputs, gathers, maps, upstream)`` of one task, as in :class:`Node`."""
+
+
 def build_graph(tasks: Sequence[Task]) -> Graph:
     """Resolve and validate ``tasks`` (in definition order) into a :class:`Graph`.
 
@@ -221,65 +233,46 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
     """
     index = {task.name: i for i, task in enumerate(tasks)}
     names = list(index)
-    inputs: list[tuple[tuple[str, int], ...]] = []
-    gathers: list[tuple[tuple[str, tuple[int, ...]], ...]] = []
-    maps: list[tuple[tuple[str, int], ...]] = []
-    upstream: list[tuple[int, ...]] = []
+    # (feeds, upstream) of a task without inputs, by id() of its parameters tuple (alive
+    # with the tasks): what a fan-out of one function resolves once, not once per task.
+    by_parameters: dict[int, tuple[tuple[tuple[str, int], ...], tuple[int, ...]]] = {}
+    edges: list[_Edges] = []
     for task in tasks:
-        feeds: list[tuple[str, int]] = []
-        lists: list[tuple[str, tuple[int, ...]]] = []
-        over: list[tuple[str, int]] = []
-        for param, has_default in task.parameters:
-            source = task.inputs.get(param)
-            if isinstance(source, Each):
-                if source.task not in index:
+        known = None if task.inputs else by_parameters.get(id(task.parameters))
+        if known is not None:
+            feeds, ups_t = known
+            lists: tuple[tuple[str, tuple[int, ...]], ...] = ()
+            over: tuple[tuple[str, int], ...] = ()
+        else:
+            feeds, lists, over = _resolve(task, index, names)
+            ups = dict.fromkeys(i for _, i in over)
+            ups.update(dict.fromkeys(i for _, i in feeds))
+            for _, group in lists:
+                ups.update(dict.fromkeys(group))
+            ups_t = tuple(ups)
+            if not task.inputs:
+                by_parameters[id(task.parameters)] = (feeds, ups_t)
+        if task.after:
+            ups = dict.fromkeys(ups_t)
+            for dep in task.after:
+                if dep not in index:
                     raise UnknownDependencyError(
-                        f"task {task.name!r} maps parameter {param!r} over {source.task!r}, which is "
-                        f"not defined{_suggest(source.task, names)}"
+                        f"task {task.name!r} runs after {dep!r}, which is not defined{_suggest(dep, names)}"
                     )
-                over.append((param, index[source.task]))
-            elif isinstance(source, tuple):
-                for name in source:
-                    if name not in index:
-                        raise UnknownDependencyError(
-                            f"task {task.name!r} maps parameter {param!r} to {name!r}, which is "
-                            f"not defined{_suggest(name, names)}"
-                        )
-                lists.append((param, tuple(index[name] for name in source)))
-            elif source is not None:
-                if source not in index:
-                    raise UnknownDependencyError(
-                        f"task {task.name!r} maps parameter {param!r} to {source!r}, which is "
-                        f"not defined{_suggest(source, names)}"
-                    )
-                feeds.append((param, index[source]))
-            elif param in index:
-                feeds.append((param, index[param]))
-            elif not has_default:
-                raise UnboundParameterError(
-                    f"task {task.name!r} has parameter {param!r}, which matches no task"
-                    f"{_suggest(param, names)} (give it a default, map it with "
-                    "inputs={...}, or rename it after an upstream task)"
-                )
-        ups = dict.fromkeys(i for _, i in over)
-        ups.update(dict.fromkeys(i for _, i in feeds))
-        for _, group in lists:
-            ups.update(dict.fromkeys(group))
-        for dep in task.after:
-            if dep not in index:
-                raise UnknownDependencyError(
-                    f"task {task.name!r} runs after {dep!r}, which is not defined{_suggest(dep, names)}"
-                )
-            ups[index[dep]] = None
-        inputs.append(tuple(feeds))
-        gathers.append(tuple(lists))
-        maps.append(tuple(over))
-        upstream.append(tuple(ups))
+                ups[index[dep]] = None
+            ups_t = tuple(ups)
+        edges.append((feeds, lists, over, ups_t))
 
-    downstream: list[list[int]] = [[] for _ in tasks]
-    for i, ups_i in enumerate(upstream):
+    # Most tasks of a large pipeline have no downstream task: () until one appears.
+    downstream: list[Sequence[int]] = [()] * len(tasks)
+    for i, (_, _, _, ups_i) in enumerate(edges):
         for u in ups_i:
-            downstream[u].append(i)
+            below = downstream[u]
+            if below:
+                below.append(i)  # type: ignore[attr-defined]  # a list once not empty
+            else:
+                downstream[u] = [i]
+    upstream = [e[3] for e in edges]
     order = _static_order(upstream, downstream)
     if len(order) < len(tasks):  # a cycle: let graphlib find and name it
         sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
@@ -289,12 +282,13 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
             sorter.prepare()
         except graphlib.CycleError as exc:
             raise CycleError([names[i] for i in exc.args[1]]) from None
-    mapped = frozenset(i for i, over in enumerate(maps) if over)
-    chained: list[list[int]] = [[] for _ in tasks]
+    mapped = frozenset(i for i, e in enumerate(edges) if e[2])
+    chained: dict[int, list[int]] = {}
     for i in sorted(mapped):
-        whole = {u for _, u in inputs[i]} | {u for _, g in gathers[i] for u in g}
+        feeds, lists, over, _ = edges[i]
+        whole = {u for _, u in feeds} | {u for _, g in lists for u in g}
         whole.update(index[dep] for dep in tasks[i].after)
-        for u in dict.fromkeys(u for _, u in maps[i]):
+        for u in dict.fromkeys(u for _, u in over):
             if u in mapped:
                 if u in whole:
                     raise PipelineDefinitionError(
@@ -302,18 +296,91 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
                         "takes all of it (as a parameter or in after=); map over it, or take its "
                         "list in a task downstream"
                     )
-                chained[u].append(i)
+                chained.setdefault(u, []).append(i)
     nodes = tuple(
-        Node(
-            index=i,
-            task=t,
-            inputs=inputs[i],
-            gathers=gathers[i],
-            upstream=upstream[i],
-            downstream=tuple(downstream[i]),
-            maps=maps[i],
-            chained=tuple(chained[i]),
+        new_node(i, task, feeds, lists, ups_i, tuple(below), over, tuple(chained.get(i, ())))
+        for i, (task, (feeds, lists, over, ups_i), below) in enumerate(
+            zip(tasks, edges, downstream, strict=True)
         )
-        for i, t in enumerate(tasks)
     )
     return Graph(nodes=nodes, index=index, order=order, mapped=mapped)
+
+
+def _resolve(
+    task: Task, index: Mapping[str, int], names: Sequence[str]
+) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[int, ...]], ...], tuple[tuple[str, int], ...]]:
+    """``(inputs, gathers, maps)`` of ``task``'s parameters (see :func:`build_graph`).
+
+    Raises:
+        UnknownDependencyError, UnboundParameterError: as :func:`build_graph` says.
+    """
+    feeds: list[tuple[str, int]] = []
+    lists: list[tuple[str, tuple[int, ...]]] = []
+    over: list[tuple[str, int]] = []
+    for param, has_default in task.parameters:
+        source = task.inputs.get(param)
+        if isinstance(source, Each):
+            if source.task not in index:
+                raise UnknownDependencyError(
+                    f"task {task.name!r} maps parameter {param!r} over {source.task!r}, which is "
+                    f"not defined{_suggest(source.task, names)}"
+                )
+            over.append((param, index[source.task]))
+        elif isinstance(source, tuple):
+            for name in source:
+                if name not in index:
+                    raise UnknownDependencyError(
+                        f"task {task.name!r} maps parameter {param!r} to {name!r}, which is "
+                        f"not defined{_suggest(name, names)}"
+                    )
+            lists.append((param, tuple(index[name] for name in source)))
+        elif source is not None:
+            if source not in index:
+                raise UnknownDependencyError(
+                    f"task {task.name!r} maps parameter {param!r} to {source!r}, which is "
+                    f"not defined{_suggest(source, names)}"
+                )
+            feeds.append((param, index[source]))
+        elif param in index:
+            feeds.append((param, index[param]))
+        elif not has_default:
+            raise UnboundParameterError(
+                f"task {task.name!r} has parameter {param!r}, which matches no task"
+                f"{_suggest(param, names)} (give it a default, map it with "
+                "inputs={...}, or rename it after an upstream task)"
+            )
+    return tuple(feeds), tuple(lists), tuple(over)
+
+
+_NodeFields = layout_twin(Node)
+
+
+def new_node(
+    index: int,
+    task: Task,
+    inputs: tuple[tuple[str, int], ...],
+    gathers: tuple[tuple[str, tuple[int, ...]], ...],
+    upstream: tuple[int, ...],
+    downstream: Sequence[int],
+    maps: tuple[tuple[str, int], ...] = (),
+    chained: tuple[int, ...] = (),
+    label: str | None = None,
+    parent: int = -1,
+    bound: tuple[tuple[str, Any], ...] = (),
+) -> Node:
+    """``Node(...)`` with the same arguments, several times faster: the frozen dataclass
+    ``__init__`` stores each field through ``object.__setattr__`` (see
+    :mod:`asyncflow._frozen`). Checks nothing; sets every field."""
+    n = _NodeFields()
+    n.index = index
+    n.task = task
+    n.inputs = inputs
+    n.gathers = gathers
+    n.upstream = upstream
+    n.downstream = downstream
+    n.maps = maps
+    n.chained = chained
+    n.label = label
+    n.parent = parent
+    n.bound = bound
+    return become(n, Node)

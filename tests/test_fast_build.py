@@ -140,3 +140,29 @@ def test_layout_twin_refuses_classes_it_cannot_mirror() -> None:
     assert type(point) is Point and point == Point(1, 2) and hash(point) == hash(Point(1, 2))
     with pytest.raises(TypeError):
         become(object(), Point)
+
+
+def test_a_fan_out_resolved_once_reports_errors_as_before() -> None:
+    """Tasks of one function share their resolution, not their errors or their after=."""
+
+    def fit(ticker: str, data: list[int]) -> str:
+        return ticker
+
+    def make(extra: dict[str, Any]) -> Pipeline:
+        p = Pipeline("p")
+        for t in "ABC":
+            p.task(functools.partial(fit, ticker=t), name=f"fit_{t}", **extra.get(t, {}))
+        return p
+
+    with pytest.raises(asyncflow.UnboundParameterError, match="task 'fit_A' has parameter 'data'"):
+        make({}).validate()
+    p = make({"C": {"after": ["nope"]}})
+    p.task(lambda: [1], name="data")
+    with pytest.raises(asyncflow.UnknownDependencyError, match="task 'fit_C' runs after 'nope'"):
+        p.validate()
+    p = make({"B": {"after": ["fit_A"]}, "C": {"inputs": {"data": "fit_A"}}})
+    p.task(lambda: [1], name="data")
+    graph = p.validate()
+    assert [graph.node(f"fit_{t}").inputs for t in "ABC"] == [(("data", 3),), (("data", 3),), (("data", 0),)]
+    assert [graph.node(f"fit_{t}").upstream for t in "ABC"] == [(3,), (3, 0), (0,)]
+    assert graph.node("fit_A").downstream == (1, 2) and graph.node("data").downstream == (0, 1)
