@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Unpack, overload
@@ -18,6 +19,7 @@ from ._lock import LockMode
 from ._options import TaskOptions, one_or_many, retry_policy
 from ._recorder import RunRecorder
 from ._result import RunResult
+from ._retry import RetryPolicy
 from ._serializers import JSON, Serializer, resolve_serializer
 from ._store import CheckpointStore
 from ._stream import EventStream
@@ -156,33 +158,63 @@ class Pipeline:
         retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
         policy = retry_policy(retries, retry_delay, backoff, max_delay, jitter, retry_types)
 
-        def register(f: F) -> F:
-            after_names = tuple(self._name_of(a) for a in one_or_many(after)) if after else ()
-            task = make_task(
-                f,
-                name=name,
-                inputs=inputs,
-                after=after_names,
-                retry=policy,
-                timeout=timeout,
-                checkpoint=checkpoint,
-                cache_key_fn=cache_key_fn,
-                tags=one_or_many(tags),
-                executor=executor,
-                outputs=one_or_many(outputs),
-                serializer=serializer,
-            )
-            if task.name in self._tasks:
-                raise DuplicateTaskError(
-                    f"pipeline {self.name!r} already has a task named {task.name!r}; "
-                    "pass name='...' to register the function under another name"
-                )
-            self._tasks[task.name] = task
-            self._by_fn.setdefault(id(f), task.name)
-            self._graph = None
-            return f
-
+        # A partial, not a closure: a closure's cells would be made on every call.
+        register = functools.partial(
+            self._add,
+            name,
+            inputs,
+            after,
+            policy,
+            timeout,
+            checkpoint,
+            cache_key_fn,
+            tags,
+            executor,
+            outputs,
+            serializer,
+        )
         return register(fn) if fn is not None else register
+
+    def _add(
+        self,
+        name: str | None,
+        inputs: Mapping[str, str | Sequence[str] | Each] | None,
+        after: Iterable[str | Callable[..., Any]],
+        policy: RetryPolicy,
+        timeout: float | None,
+        checkpoint: bool,
+        cache_key_fn: Callable[[Mapping[str, Any]], Any] | None,
+        tags: Iterable[str],
+        executor: Literal["local"] | None,
+        outputs: Iterable[str],
+        serializer: str | Serializer | None,
+        fn: F,
+    ) -> F:
+        """Register ``fn`` with :meth:`task`'s options (retry ones made into ``policy``); returns ``fn``."""
+        after_names = tuple(self._name_of(a) for a in one_or_many(after)) if after else ()
+        task = make_task(
+            fn,
+            name=name,
+            inputs=inputs,
+            after=after_names,
+            retry=policy,
+            timeout=timeout,
+            checkpoint=checkpoint,
+            cache_key_fn=cache_key_fn,
+            tags=one_or_many(tags),
+            executor=executor,
+            outputs=one_or_many(outputs),
+            serializer=serializer,
+        )
+        if task.name in self._tasks:
+            raise DuplicateTaskError(
+                f"pipeline {self.name!r} already has a task named {task.name!r}; "
+                "pass name='...' to register the function under another name"
+            )
+        self._tasks[task.name] = task
+        self._by_fn.setdefault(id(fn), task.name)
+        self._graph = None
+        return fn
 
     def _name_of(self, ref: str | Callable[..., Any]) -> str:
         if isinstance(ref, str):

@@ -184,6 +184,9 @@ _analyses: dict[int, tuple[weakref.ref[Any], dict[Any, _Analysis]]] = {}
 An entry goes with its function (a ``WeakKeyDictionary`` costs a weak reference per look-up)."""
 
 
+_PARTIAL, _FUNCTION = functools.partial, types.FunctionType  # looked up once per task, not twice
+
+
 def _analyse(fn: Callable[..., Any], task_name: str) -> _Analysis:
     """The :class:`_Analysis` of ``fn``, cached per function and way of binding it.
 
@@ -195,13 +198,15 @@ def _analyse(fn: Callable[..., Any], task_name: str) -> _Analysis:
     """
     base: Any = fn
     how: Any = None
-    if type(fn) is functools.partial:
+    if type(fn) is _PARTIAL:
         base, how = fn.func, (len(fn.args), tuple(fn.keywords))
-    cacheable = type(base) is types.FunctionType
+    cacheable = type(base) is _FUNCTION
     if cacheable:
         entry = _analyses.get(id(base))
-        if entry is not None and entry[0]() is base and how in entry[1]:
-            return entry[1][how]
+        if entry is not None and entry[0]() is base:
+            found = entry[1].get(how)
+            if found is not None:
+                return found
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
@@ -282,27 +287,7 @@ def make_task(
             f"task {task_name!r}: parameter {analysis.rejected!r} must be an ordinary named "
             "parameter (no *args, **kwargs or positional-only parameters)"
         )
-    parameters = analysis.parameters
-
-    mapping: dict[str, str | tuple[str, ...] | Each] = {}
-    for param_name, source in (inputs or {}).items():
-        if isinstance(source, str | Each):
-            mapping[param_name] = source
-        elif isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
-            mapping[param_name] = tuple(source)
-        else:
-            raise PipelineDefinitionError(
-                f"task {task_name!r}: inputs[{param_name!r}] must be a task name, a list of "
-                f"task names or asyncflow.each(task name), not {source!r}"
-            )
-    declared = {p for p, _ in parameters} if mapping else set()
-    for param_name in mapping:
-        if param_name not in declared:
-            raise PipelineDefinitionError(
-                f"task {task_name!r}: inputs maps {param_name!r}, which is not a parameter "
-                f"of {getattr(fn, '__qualname__', fn)!r} (its parameters: "
-                f"{', '.join(sorted(declared)) or 'none'})"
-            )
+    mapping = _checked_inputs(task_name, fn, inputs, analysis.parameters) if inputs else _NO_INPUTS
     if timeout is not None and not timeout > 0:
         raise PipelineDefinitionError(
             f"task {task_name!r}: timeout must be a positive number of seconds or None, not {timeout!r}"
@@ -322,7 +307,7 @@ def make_task(
         task_name,
         fn,
         analysis,
-        mapping or _NO_INPUTS,
+        mapping,
         after,
         retry,
         timeout,
@@ -333,6 +318,40 @@ def make_task(
         tuple(outputs),
         chosen,
     )
+
+
+def _checked_inputs(
+    task_name: str,
+    fn: Callable[..., Any],
+    inputs: Mapping[str, str | Sequence[str] | Each],
+    parameters: tuple[tuple[str, bool], ...],
+) -> Mapping[str, str | tuple[str, ...] | Each]:
+    """``inputs`` as :attr:`Task.inputs` holds them (a list of names made a tuple).
+
+    Raises:
+        PipelineDefinitionError: a value is not a name, names or ``each(name)``, or a key
+            is not one of ``parameters``.
+    """
+    mapping: dict[str, str | tuple[str, ...] | Each] = {}
+    for param_name, source in inputs.items():
+        if isinstance(source, str | Each):
+            mapping[param_name] = source
+        elif isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
+            mapping[param_name] = tuple(source)
+        else:
+            raise PipelineDefinitionError(
+                f"task {task_name!r}: inputs[{param_name!r}] must be a task name, a list of "
+                f"task names or asyncflow.each(task name), not {source!r}"
+            )
+    declared = {p for p, _ in parameters}
+    for param_name in mapping:
+        if param_name not in declared:
+            raise PipelineDefinitionError(
+                f"task {task_name!r}: inputs maps {param_name!r}, which is not a parameter "
+                f"of {getattr(fn, '__qualname__', fn)!r} (its parameters: "
+                f"{', '.join(sorted(declared)) or 'none'})"
+            )
+    return mapping or _NO_INPUTS
 
 
 _TaskFields = layout_twin(Task)
