@@ -18,7 +18,7 @@ from ._errors import CycleError, PipelineDefinitionError, UnboundParameterError,
 from ._frozen import become, layout_twin
 from ._task import Each, Task
 
-__all__ = ["Graph", "Node", "build_graph", "new_node"]
+__all__ = ["Graph", "Node", "build_graph"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,11 @@ class Node:
         """The task's name (``task[k]`` for an instance of a mapped task)."""
         label = self.label
         return self.task.name if label is None else label
+
+
+_NodeFields = layout_twin(Node)
+"""Node's slots on a mutable class: :func:`build_graph` fills one per task, then makes it a
+Node (see :mod:`asyncflow._frozen`); the frozen ``__init__`` cost about 1 µs per node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,7 @@ class Graph:
         kept = sorted(set(keep))
         new = {old: i for i, old in enumerate(kept)}
         nodes = tuple(
-            new_node(
+            Node(
                 index=new[old],
                 task=self.nodes[old].task,
                 inputs=tuple((p, new[u]) for p, u in self.nodes[old].inputs),
@@ -207,15 +212,6 @@ def _static_order(
     return tuple(order)
 
 
-_Edges = tuple[
-    tuple[tuple[str, int], ...],
-    tuple[tuple[str, tuple[int, ...]], ...],
-    tuple[tuple[str, int], ...],
-    tuple[int, ...],
-]
-"""``(inputs, gathers, maps, upstream)`` of one task, as in :class:`Node`."""
-
-
 def build_graph(tasks: Sequence[Task]) -> Graph:
     """Resolve and validate ``tasks`` (in definition order) into a :class:`Graph`.
 
@@ -233,11 +229,13 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
     """
     index = {task.name: i for i, task in enumerate(tasks)}
     names = list(index)
-    # (feeds, upstream) of a task without inputs, by id() of its parameters tuple (alive
+    # (inputs, upstream) of a task without inputs=, by id() of its parameters tuple (alive
     # with the tasks): what a fan-out of one function resolves once, not once per task.
     by_parameters: dict[int, tuple[tuple[tuple[str, int], ...], tuple[int, ...]]] = {}
-    edges: list[_Edges] = []
-    for task in tasks:
+    # The nodes, built in place (see _NodeFields): every field but downstream and chained,
+    # which are known once every task is; then they become Nodes.
+    blanks: list[Any] = []
+    for i, task in enumerate(tasks):
         known = None if task.inputs else by_parameters.get(id(task.parameters))
         if known is not None:
             feeds, ups_t = known
@@ -245,8 +243,8 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
             over: tuple[tuple[str, int], ...] = ()
         else:
             feeds, lists, over = _resolve(task, index, names)
-            ups = dict.fromkeys(i for _, i in over)
-            ups.update(dict.fromkeys(i for _, i in feeds))
+            ups = dict.fromkeys(u for _, u in over)
+            ups.update(dict.fromkeys(u for _, u in feeds))
             for _, group in lists:
                 ups.update(dict.fromkeys(group))
             ups_t = tuple(ups)
@@ -261,18 +259,21 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
                     )
                 ups[index[dep]] = None
             ups_t = tuple(ups)
-        edges.append((feeds, lists, over, ups_t))
+        n = _NodeFields()
+        n.index, n.task, n.inputs, n.gathers, n.upstream, n.maps = i, task, feeds, lists, ups_t, over
+        n.label, n.parent, n.bound = None, -1, ()
+        blanks.append(n)
 
     # Most tasks of a large pipeline have no downstream task: () until one appears.
     downstream: list[Sequence[int]] = [()] * len(tasks)
-    for i, (_, _, _, ups_i) in enumerate(edges):
-        for u in ups_i:
+    for n in blanks:
+        for u in n.upstream:
             below = downstream[u]
             if below:
-                below.append(i)  # type: ignore[attr-defined]  # a list once not empty
+                below.append(n.index)  # a list once not empty
             else:
-                downstream[u] = [i]
-    upstream = [e[3] for e in edges]
+                downstream[u] = [n.index]
+    upstream = [n.upstream for n in blanks]
     order = _static_order(upstream, downstream)
     if len(order) < len(tasks):  # a cycle: let graphlib find and name it
         sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
@@ -282,13 +283,13 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
             sorter.prepare()
         except graphlib.CycleError as exc:
             raise CycleError([names[i] for i in exc.args[1]]) from None
-    mapped = frozenset(i for i, e in enumerate(edges) if e[2])
+    mapped = frozenset(n.index for n in blanks if n.maps)
     chained: dict[int, list[int]] = {}
     for i in sorted(mapped):
-        feeds, lists, over, _ = edges[i]
-        whole = {u for _, u in feeds} | {u for _, g in lists for u in g}
+        n = blanks[i]
+        whole = {u for _, u in n.inputs} | {u for _, g in n.gathers for u in g}
         whole.update(index[dep] for dep in tasks[i].after)
-        for u in dict.fromkeys(u for _, u in over):
+        for u in dict.fromkeys(u for _, u in n.maps):
             if u in mapped:
                 if u in whole:
                     raise PipelineDefinitionError(
@@ -297,12 +298,10 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
                         "list in a task downstream"
                     )
                 chained.setdefault(u, []).append(i)
-    nodes = tuple(
-        new_node(i, task, feeds, lists, ups_i, tuple(below), over, tuple(chained.get(i, ())))
-        for i, (task, (feeds, lists, over, ups_i), below) in enumerate(
-            zip(tasks, edges, downstream, strict=True)
-        )
-    )
+    for n, below in zip(blanks, downstream, strict=True):
+        n.downstream = tuple(below)
+        n.chained = tuple(chained[n.index]) if n.index in chained else ()
+    nodes = tuple(become(n, Node) for n in blanks)
     return Graph(nodes=nodes, index=index, order=order, mapped=mapped)
 
 
@@ -350,37 +349,3 @@ def _resolve(
                 "inputs={...}, or rename it after an upstream task)"
             )
     return tuple(feeds), tuple(lists), tuple(over)
-
-
-_NodeFields = layout_twin(Node)
-
-
-def new_node(
-    index: int,
-    task: Task,
-    inputs: tuple[tuple[str, int], ...],
-    gathers: tuple[tuple[str, tuple[int, ...]], ...],
-    upstream: tuple[int, ...],
-    downstream: Sequence[int],
-    maps: tuple[tuple[str, int], ...] = (),
-    chained: tuple[int, ...] = (),
-    label: str | None = None,
-    parent: int = -1,
-    bound: tuple[tuple[str, Any], ...] = (),
-) -> Node:
-    """``Node(...)`` with the same arguments, several times faster: the frozen dataclass
-    ``__init__`` stores each field through ``object.__setattr__`` (see
-    :mod:`asyncflow._frozen`). Checks nothing; sets every field."""
-    n = _NodeFields()
-    n.index = index
-    n.task = task
-    n.inputs = inputs
-    n.gathers = gathers
-    n.upstream = upstream
-    n.downstream = downstream
-    n.maps = maps
-    n.chained = chained
-    n.label = label
-    n.parent = parent
-    n.bound = bound
-    return become(n, Node)

@@ -10,13 +10,13 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 
-from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
+from ._errors import DuplicateTaskError, ParamError
 from ._events import Listener
 from ._executors import Executor
 from ._graph import Graph, build_graph
 from ._launch import DEFAULT_WORKDIR, default_file_store, launch
 from ._lock import LockMode
-from ._options import TaskOptions, one_or_many, retry_policy
+from ._options import TaskOptions, after_names_of, one_or_many, retry_policy
 from ._recorder import RunRecorder
 from ._result import RunResult
 from ._retry import RetryPolicy
@@ -158,9 +158,8 @@ class Pipeline:
         retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
         policy = retry_policy(retries, retry_delay, backoff, max_delay, jitter, retry_types)
 
-        # A partial, not a closure: a closure's cells would be made on every call.
-        register = functools.partial(
-            self._add,
+        # No closure: its cells (one per option) would be made on every call, fn given or not.
+        args = (
             name,
             inputs,
             after,
@@ -173,7 +172,7 @@ class Pipeline:
             outputs,
             serializer,
         )
-        return register(fn) if fn is not None else register
+        return self._add(*args, fn) if fn is not None else functools.partial(self._add, *args)
 
     def _add(
         self,
@@ -191,7 +190,7 @@ class Pipeline:
         fn: F,
     ) -> F:
         """Register ``fn`` with :meth:`task`'s options (retry ones made into ``policy``); returns ``fn``."""
-        after_names = tuple(self._name_of(a) for a in one_or_many(after)) if after else ()
+        after_names = after_names_of(after, self._by_fn, self._tasks, self.name) if after else ()
         task = make_task(
             fn,
             name=name,
@@ -212,20 +211,10 @@ class Pipeline:
                 "pass name='...' to register the function under another name"
             )
         self._tasks[task.name] = task
-        self._by_fn.setdefault(id(fn), task.name)
+        if type(fn) is not functools.partial:  # a fan-out's partials: after_names_of scans for them
+            self._by_fn.setdefault(id(fn), task.name)
         self._graph = None
         return fn
-
-    def _name_of(self, ref: str | Callable[..., Any]) -> str:
-        if isinstance(ref, str):
-            return ref
-        try:
-            return self._by_fn[id(ref)]
-        except KeyError:
-            raise PipelineDefinitionError(
-                f"after=[{getattr(ref, '__name__', ref)!r}] refers to a function that is not "
-                f"a task of pipeline {self.name!r}; register it first or pass its name"
-            ) from None
 
     def validate(self) -> Graph:
         """Check the whole pipeline and return its DAG (cached until a task is added).

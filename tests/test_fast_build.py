@@ -166,3 +166,18 @@ def test_a_fan_out_resolved_once_reports_errors_as_before() -> None:
     assert [graph.node(f"fit_{t}").inputs for t in "ABC"] == [(("data", 3),), (("data", 3),), (("data", 0),)]
     assert [graph.node(f"fit_{t}").upstream for t in "ABC"] == [(3,), (3, 0), (0,)]
     assert graph.node("fit_A").downstream == (1, 2) and graph.node("data").downstream == (0, 1)
+
+
+def test_after_finds_a_partial_by_identity_though_it_is_not_indexed() -> None:
+    """Partials are not indexed by id (a fan-out has thousands): after= finds them by a scan."""
+    p = Pipeline("p")
+    first = functools.partial(_fit, ticker="A")
+    p.task(first, name="fit_a")
+    p.task(first, name="fit_a_again")
+    p.task(_load, name="load")
+    p.task(lambda: None, name="last", after=[first, _load, "fit_a_again"])
+    assert p.tasks["last"].after == ("fit_a", "load", "fit_a_again")
+    stranger = functools.partial(_fit, ticker="A")
+    with pytest.raises(asyncflow.PipelineDefinitionError, match=r"after=\[functools.partial\(<function _fit"):
+        p.task(lambda: None, name="other", after=[stranger])
+    assert "other" not in p.tasks
