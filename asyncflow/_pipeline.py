@@ -19,7 +19,6 @@ from ._lock import LockMode
 from ._options import TaskOptions, after_names_of, one_or_many, retry_policy
 from ._recorder import RunRecorder
 from ._result import RunResult
-from ._retry import RetryPolicy
 from ._serializers import JSON, Serializer, resolve_serializer
 from ._store import CheckpointStore
 from ._stream import EventStream
@@ -158,38 +157,26 @@ class Pipeline:
         retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
         policy = retry_policy(retries, retry_delay, backoff, max_delay, jitter, retry_types)
 
-        # No closure: its cells (one per option) would be made on every call, fn given or not.
-        args = (
-            name,
-            inputs,
-            after,
-            policy,
-            timeout,
-            checkpoint,
-            cache_key_fn,
-            tags,
-            executor,
-            outputs,
-            serializer,
-        )
-        return self._add(*args, fn) if fn is not None else functools.partial(self._add, *args)
-
-    def _add(
-        self,
-        name: str | None,
-        inputs: Mapping[str, str | Sequence[str] | Each] | None,
-        after: Iterable[str | Callable[..., Any]],
-        policy: RetryPolicy,
-        timeout: float | None,
-        checkpoint: bool,
-        cache_key_fn: Callable[[Mapping[str, Any]], Any] | None,
-        tags: Iterable[str],
-        executor: Literal["local"] | None,
-        outputs: Iterable[str],
-        serializer: str | Serializer | None,
-        fn: F,
-    ) -> F:
-        """Register ``fn`` with :meth:`task`'s options (retry ones made into ``policy``); returns ``fn``."""
+        if fn is None:  # the decorator; not a closure, whose cells would be made on every call
+            return functools.partial(
+                self.task,
+                name=name,
+                inputs=inputs,
+                after=after,
+                retries=retries,
+                retry_delay=retry_delay,
+                backoff=backoff,
+                max_delay=max_delay,
+                jitter=jitter,
+                retry_on=retry_on,
+                timeout=timeout,
+                checkpoint=checkpoint,
+                cache_key_fn=cache_key_fn,
+                tags=tags,
+                executor=executor,
+                outputs=outputs,
+                serializer=serializer,
+            )
         after_names = after_names_of(after, self._by_fn, self._tasks, self.name) if after else ()
         task = make_task(
             fn,
