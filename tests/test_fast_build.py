@@ -181,3 +181,17 @@ def test_after_finds_a_partial_by_identity_though_it_is_not_indexed() -> None:
     with pytest.raises(asyncflow.PipelineDefinitionError, match=r"after=\[functools.partial\(<function _fit"):
         p.task(lambda: None, name="other", after=[stranger])
     assert "other" not in p.tasks
+
+
+def test_the_decorator_form_registers_what_the_call_form_does() -> None:
+    p, q = Pipeline("p"), Pipeline("q")
+    p.task(_fit, name="t", retries=2, tags="db", outputs=["{workdir}/a"], timeout=1.0, after=[])
+    decorate = q.task(name="t", retries=2, tags="db", outputs=["{workdir}/a"], timeout=1.0, after=[])
+    assert decorate(_fit) is _fit
+    assert p.tasks["t"] == q.tasks["t"] and p.tasks["t"].tags == ("db",)
+    again = q.task(retries=1)
+    again(_load)
+    again(_key)
+    assert q.tasks["_load"].retry is q.tasks["_key"].retry  # one shared policy
+    with pytest.raises(asyncflow.DuplicateTaskError):
+        again(_load)
