@@ -184,7 +184,7 @@ _analyses: dict[int, tuple[weakref.ref[Any], dict[Any, _Analysis]]] = {}
 An entry goes with its function (a ``WeakKeyDictionary`` costs a weak reference per look-up)."""
 
 
-_PARTIAL, _FUNCTION = functools.partial, types.FunctionType  # looked up once per task, not twice
+_PARTIAL, _FUNCTION = functools.partial, types.FunctionType  # no module attribute look-ups per task
 
 
 def _analyse(fn: Callable[..., Any], task_name: str) -> _Analysis:
