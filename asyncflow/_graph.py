@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import CycleError, PipelineDefinitionError, UnboundParameterError, UnknownDependencyError
+from ._frozen import become, layout_twin
 from ._task import Each, Task
 
 __all__ = ["Graph", "Node", "build_graph"]
@@ -64,6 +65,11 @@ class Node:
         """The task's name (``task[k]`` for an instance of a mapped task)."""
         label = self.label
         return self.task.name if label is None else label
+
+
+_NodeFields = layout_twin(Node)
+"""Node's slots on a mutable class: :func:`build_graph` fills one per task, then makes it a
+Node (see :mod:`asyncflow._frozen`); the frozen ``__init__`` cost about 1 µs per node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +183,9 @@ def _suggest(name: str, known: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _static_order(upstream: Sequence[tuple[int, ...]], downstream: Sequence[list[int]]) -> tuple[int, ...]:
+def _static_order(
+    upstream: Sequence[tuple[int, ...]], downstream: Sequence[Sequence[int]]
+) -> tuple[int, ...]:
     """``graphlib.TopologicalSorter.static_order()`` of the graph, on plain lists.
 
     The same order, node for node, as adding ``(i, *upstream[i])`` for each ``i`` in turn
@@ -221,65 +229,51 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
     """
     index = {task.name: i for i, task in enumerate(tasks)}
     names = list(index)
-    inputs: list[tuple[tuple[str, int], ...]] = []
-    gathers: list[tuple[tuple[str, tuple[int, ...]], ...]] = []
-    maps: list[tuple[tuple[str, int], ...]] = []
-    upstream: list[tuple[int, ...]] = []
-    for task in tasks:
-        feeds: list[tuple[str, int]] = []
-        lists: list[tuple[str, tuple[int, ...]]] = []
-        over: list[tuple[str, int]] = []
-        for param, has_default in task.parameters:
-            source = task.inputs.get(param)
-            if isinstance(source, Each):
-                if source.task not in index:
+    # (inputs, upstream) of a task without inputs=, by id() of its parameters tuple (alive
+    # with the tasks): what a fan-out of one function resolves once, not once per task.
+    by_parameters: dict[int, tuple[tuple[tuple[str, int], ...], tuple[int, ...]]] = {}
+    # The nodes, built in place (see _NodeFields): every field but downstream and chained,
+    # which are known once every task is; then they become Nodes.
+    blanks: list[Any] = []
+    for i, task in enumerate(tasks):
+        known = None if task.inputs else by_parameters.get(id(task.parameters))
+        if known is not None:
+            feeds, ups_t = known
+            lists: tuple[tuple[str, tuple[int, ...]], ...] = ()
+            over: tuple[tuple[str, int], ...] = ()
+        else:
+            feeds, lists, over = _resolve(task, index, names)
+            ups = dict.fromkeys(u for _, u in over)
+            ups.update(dict.fromkeys(u for _, u in feeds))
+            for _, group in lists:
+                ups.update(dict.fromkeys(group))
+            ups_t = tuple(ups)
+            if not task.inputs:
+                by_parameters[id(task.parameters)] = (feeds, ups_t)
+        if task.after:
+            ups = dict.fromkeys(ups_t)
+            for dep in task.after:
+                if dep not in index:
                     raise UnknownDependencyError(
-                        f"task {task.name!r} maps parameter {param!r} over {source.task!r}, which is "
-                        f"not defined{_suggest(source.task, names)}"
+                        f"task {task.name!r} runs after {dep!r}, which is not defined{_suggest(dep, names)}"
                     )
-                over.append((param, index[source.task]))
-            elif isinstance(source, tuple):
-                for name in source:
-                    if name not in index:
-                        raise UnknownDependencyError(
-                            f"task {task.name!r} maps parameter {param!r} to {name!r}, which is "
-                            f"not defined{_suggest(name, names)}"
-                        )
-                lists.append((param, tuple(index[name] for name in source)))
-            elif source is not None:
-                if source not in index:
-                    raise UnknownDependencyError(
-                        f"task {task.name!r} maps parameter {param!r} to {source!r}, which is "
-                        f"not defined{_suggest(source, names)}"
-                    )
-                feeds.append((param, index[source]))
-            elif param in index:
-                feeds.append((param, index[param]))
-            elif not has_default:
-                raise UnboundParameterError(
-                    f"task {task.name!r} has parameter {param!r}, which matches no task"
-                    f"{_suggest(param, names)} (give it a default, map it with "
-                    "inputs={...}, or rename it after an upstream task)"
-                )
-        ups = dict.fromkeys(i for _, i in over)
-        ups.update(dict.fromkeys(i for _, i in feeds))
-        for _, group in lists:
-            ups.update(dict.fromkeys(group))
-        for dep in task.after:
-            if dep not in index:
-                raise UnknownDependencyError(
-                    f"task {task.name!r} runs after {dep!r}, which is not defined{_suggest(dep, names)}"
-                )
-            ups[index[dep]] = None
-        inputs.append(tuple(feeds))
-        gathers.append(tuple(lists))
-        maps.append(tuple(over))
-        upstream.append(tuple(ups))
+                ups[index[dep]] = None
+            ups_t = tuple(ups)
+        n = _NodeFields()
+        n.index, n.task, n.inputs, n.gathers, n.upstream, n.maps = i, task, feeds, lists, ups_t, over
+        n.label, n.parent, n.bound = None, -1, ()
+        blanks.append(n)
 
-    downstream: list[list[int]] = [[] for _ in tasks]
-    for i, ups_i in enumerate(upstream):
-        for u in ups_i:
-            downstream[u].append(i)
+    # Most tasks of a large pipeline have no downstream task: () until one appears.
+    downstream: list[Sequence[int]] = [()] * len(tasks)
+    for n in blanks:
+        for u in n.upstream:
+            below = downstream[u]
+            if below:
+                below.append(n.index)  # a list once not empty
+            else:
+                downstream[u] = [n.index]
+    upstream = [n.upstream for n in blanks]
     order = _static_order(upstream, downstream)
     if len(order) < len(tasks):  # a cycle: let graphlib find and name it
         sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
@@ -289,12 +283,13 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
             sorter.prepare()
         except graphlib.CycleError as exc:
             raise CycleError([names[i] for i in exc.args[1]]) from None
-    mapped = frozenset(i for i, over in enumerate(maps) if over)
-    chained: list[list[int]] = [[] for _ in tasks]
+    mapped = frozenset(n.index for n in blanks if n.maps)
+    chained: dict[int, list[int]] = {}
     for i in sorted(mapped):
-        whole = {u for _, u in inputs[i]} | {u for _, g in gathers[i] for u in g}
+        n = blanks[i]
+        whole = {u for _, u in n.inputs} | {u for _, g in n.gathers for u in g}
         whole.update(index[dep] for dep in tasks[i].after)
-        for u in dict.fromkeys(u for _, u in maps[i]):
+        for u in dict.fromkeys(u for _, u in n.maps):
             if u in mapped:
                 if u in whole:
                     raise PipelineDefinitionError(
@@ -302,18 +297,55 @@ def build_graph(tasks: Sequence[Task]) -> Graph:
                         "takes all of it (as a parameter or in after=); map over it, or take its "
                         "list in a task downstream"
                     )
-                chained[u].append(i)
-    nodes = tuple(
-        Node(
-            index=i,
-            task=t,
-            inputs=inputs[i],
-            gathers=gathers[i],
-            upstream=upstream[i],
-            downstream=tuple(downstream[i]),
-            maps=maps[i],
-            chained=tuple(chained[i]),
-        )
-        for i, t in enumerate(tasks)
-    )
+                chained.setdefault(u, []).append(i)
+    for n, below in zip(blanks, downstream, strict=True):
+        n.downstream = tuple(below)
+        n.chained = tuple(chained[n.index]) if n.index in chained else ()
+    nodes = tuple(become(n, Node) for n in blanks)
     return Graph(nodes=nodes, index=index, order=order, mapped=mapped)
+
+
+def _resolve(
+    task: Task, index: Mapping[str, int], names: Sequence[str]
+) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[int, ...]], ...], tuple[tuple[str, int], ...]]:
+    """``(inputs, gathers, maps)`` of ``task``'s parameters (see :func:`build_graph`).
+
+    Raises:
+        UnknownDependencyError, UnboundParameterError: as :func:`build_graph` says.
+    """
+    feeds: list[tuple[str, int]] = []
+    lists: list[tuple[str, tuple[int, ...]]] = []
+    over: list[tuple[str, int]] = []
+    for param, has_default in task.parameters:
+        source = task.inputs.get(param)
+        if isinstance(source, Each):
+            if source.task not in index:
+                raise UnknownDependencyError(
+                    f"task {task.name!r} maps parameter {param!r} over {source.task!r}, which is "
+                    f"not defined{_suggest(source.task, names)}"
+                )
+            over.append((param, index[source.task]))
+        elif isinstance(source, tuple):
+            for name in source:
+                if name not in index:
+                    raise UnknownDependencyError(
+                        f"task {task.name!r} maps parameter {param!r} to {name!r}, which is "
+                        f"not defined{_suggest(name, names)}"
+                    )
+            lists.append((param, tuple(index[name] for name in source)))
+        elif source is not None:
+            if source not in index:
+                raise UnknownDependencyError(
+                    f"task {task.name!r} maps parameter {param!r} to {source!r}, which is "
+                    f"not defined{_suggest(source, names)}"
+                )
+            feeds.append((param, index[source]))
+        elif param in index:
+            feeds.append((param, index[param]))
+        elif not has_default:
+            raise UnboundParameterError(
+                f"task {task.name!r} has parameter {param!r}, which matches no task"
+                f"{_suggest(param, names)} (give it a default, map it with "
+                "inputs={...}, or rename it after an upstream task)"
+            )
+    return tuple(feeds), tuple(lists), tuple(over)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 import anyio
 
-from ._errors import DuplicateTaskError, ParamError, PipelineDefinitionError
+from ._errors import DuplicateTaskError, ParamError
 from ._events import Listener
 from ._executors import Executor
 from ._graph import Graph, build_graph
 from ._launch import DEFAULT_WORKDIR, default_file_store, launch
 from ._lock import LockMode
-from ._options import TaskOptions, one_or_many, retry_policy
+from ._options import TaskOptions, after_names_of, one_or_many, retry_policy
 from ._recorder import RunRecorder
 from ._result import RunResult
 from ._serializers import JSON, Serializer, resolve_serializer
@@ -156,44 +157,51 @@ class Pipeline:
         retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
         policy = retry_policy(retries, retry_delay, backoff, max_delay, jitter, retry_types)
 
-        def register(f: F) -> F:
-            after_names = tuple(self._name_of(a) for a in one_or_many(after)) if after else ()
-            task = make_task(
-                f,
+        if fn is None:  # the decorator; not a closure, whose cells would be made on every call
+            return functools.partial(
+                self.task,
                 name=name,
                 inputs=inputs,
-                after=after_names,
-                retry=policy,
+                after=after,
+                retries=retries,
+                retry_delay=retry_delay,
+                backoff=backoff,
+                max_delay=max_delay,
+                jitter=jitter,
+                retry_on=retry_on,
                 timeout=timeout,
                 checkpoint=checkpoint,
                 cache_key_fn=cache_key_fn,
-                tags=one_or_many(tags),
+                tags=tags,
                 executor=executor,
-                outputs=one_or_many(outputs),
+                outputs=outputs,
                 serializer=serializer,
             )
-            if task.name in self._tasks:
-                raise DuplicateTaskError(
-                    f"pipeline {self.name!r} already has a task named {task.name!r}; "
-                    "pass name='...' to register the function under another name"
-                )
-            self._tasks[task.name] = task
-            self._by_fn.setdefault(id(f), task.name)
-            self._graph = None
-            return f
-
-        return register(fn) if fn is not None else register
-
-    def _name_of(self, ref: str | Callable[..., Any]) -> str:
-        if isinstance(ref, str):
-            return ref
-        try:
-            return self._by_fn[id(ref)]
-        except KeyError:
-            raise PipelineDefinitionError(
-                f"after=[{getattr(ref, '__name__', ref)!r}] refers to a function that is not "
-                f"a task of pipeline {self.name!r}; register it first or pass its name"
-            ) from None
+        after_names = after_names_of(after, self._by_fn, self._tasks, self.name) if after else ()
+        task = make_task(
+            fn,
+            name=name,
+            inputs=inputs,
+            after=after_names,
+            retry=policy,
+            timeout=timeout,
+            checkpoint=checkpoint,
+            cache_key_fn=cache_key_fn,
+            tags=one_or_many(tags),
+            executor=executor,
+            outputs=one_or_many(outputs),
+            serializer=serializer,
+        )
+        if task.name in self._tasks:
+            raise DuplicateTaskError(
+                f"pipeline {self.name!r} already has a task named {task.name!r}; "
+                "pass name='...' to register the function under another name"
+            )
+        self._tasks[task.name] = task
+        if type(fn) is not functools.partial:  # a fan-out's partials: after_names_of scans for them
+            self._by_fn.setdefault(id(fn), task.name)
+        self._graph = None
+        return fn
 
     def validate(self) -> Graph:
         """Check the whole pipeline and return its DAG (cached until a task is added).

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidTaskNameError, PipelineDefinitionError
+from ._frozen import become, layout_twin
 from ._retry import RetryPolicy
 from ._serializers import Serializer, resolve_serializer
 
@@ -183,6 +184,9 @@ _analyses: dict[int, tuple[weakref.ref[Any], dict[Any, _Analysis]]] = {}
 An entry goes with its function (a ``WeakKeyDictionary`` costs a weak reference per look-up)."""
 
 
+_PARTIAL, _FUNCTION = functools.partial, types.FunctionType  # no module attribute look-ups per task
+
+
 def _analyse(fn: Callable[..., Any], task_name: str) -> _Analysis:
     """The :class:`_Analysis` of ``fn``, cached per function and way of binding it.
 
@@ -194,13 +198,15 @@ def _analyse(fn: Callable[..., Any], task_name: str) -> _Analysis:
     """
     base: Any = fn
     how: Any = None
-    if type(fn) is functools.partial:
+    if type(fn) is _PARTIAL:
         base, how = fn.func, (len(fn.args), tuple(fn.keywords))
-    cacheable = type(base) is types.FunctionType
+    cacheable = type(base) is _FUNCTION
     if cacheable:
         entry = _analyses.get(id(base))
-        if entry is not None and entry[0]() is base and how in entry[1]:
-            return entry[1][how]
+        if entry is not None and entry[0]() is base:
+            found = entry[1].get(how)
+            if found is not None:
+                return found
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
@@ -281,27 +287,7 @@ def make_task(
             f"task {task_name!r}: parameter {analysis.rejected!r} must be an ordinary named "
             "parameter (no *args, **kwargs or positional-only parameters)"
         )
-    parameters = analysis.parameters
-
-    mapping: dict[str, str | tuple[str, ...] | Each] = {}
-    for param_name, source in (inputs or {}).items():
-        if isinstance(source, str | Each):
-            mapping[param_name] = source
-        elif isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
-            mapping[param_name] = tuple(source)
-        else:
-            raise PipelineDefinitionError(
-                f"task {task_name!r}: inputs[{param_name!r}] must be a task name, a list of "
-                f"task names or asyncflow.each(task name), not {source!r}"
-            )
-    declared = {p for p, _ in parameters} if mapping else set()
-    for param_name in mapping:
-        if param_name not in declared:
-            raise PipelineDefinitionError(
-                f"task {task_name!r}: inputs maps {param_name!r}, which is not a parameter "
-                f"of {getattr(fn, '__qualname__', fn)!r} (its parameters: "
-                f"{', '.join(sorted(declared)) or 'none'})"
-            )
+    mapping = _checked_inputs(task_name, fn, inputs, analysis.parameters) if inputs else _NO_INPUTS
     if timeout is not None and not timeout > 0:
         raise PipelineDefinitionError(
             f"task {task_name!r}: timeout must be a positive number of seconds or None, not {timeout!r}"
@@ -317,22 +303,93 @@ def make_task(
         )
     except ValueError as exc:
         raise PipelineDefinitionError(str(exc)) from None
-    return Task(
-        name=task_name,
-        fn=fn,
-        is_async=analysis.is_async,
-        parameters=parameters,
-        inputs=mapping or _NO_INPUTS,
-        after=after,
-        wants_params=analysis.wants_params,
-        wants_context=analysis.wants_context,
-        retry=retry,
-        timeout=timeout,
-        checkpoint=checkpoint,
-        cache_key_fn=cache_key_fn,
-        tags=tags,
-        description=analysis.description,
-        executor=executor,
-        outputs=tuple(outputs),
-        serializer=chosen,
+    return _new_task(
+        task_name,
+        fn,
+        analysis,
+        mapping,
+        after,
+        retry,
+        timeout,
+        checkpoint,
+        cache_key_fn,
+        tags,
+        executor,
+        tuple(outputs),
+        chosen,
     )
+
+
+def _checked_inputs(
+    task_name: str,
+    fn: Callable[..., Any],
+    inputs: Mapping[str, str | Sequence[str] | Each],
+    parameters: tuple[tuple[str, bool], ...],
+) -> Mapping[str, str | tuple[str, ...] | Each]:
+    """``inputs`` as :attr:`Task.inputs` holds them (a list of names made a tuple).
+
+    Raises:
+        PipelineDefinitionError: a value is not a name, names or ``each(name)``, or a key
+            is not one of ``parameters``.
+    """
+    mapping: dict[str, str | tuple[str, ...] | Each] = {}
+    for param_name, source in inputs.items():
+        if isinstance(source, str | Each):
+            mapping[param_name] = source
+        elif isinstance(source, Sequence) and all(isinstance(s, str) for s in source):
+            mapping[param_name] = tuple(source)
+        else:
+            raise PipelineDefinitionError(
+                f"task {task_name!r}: inputs[{param_name!r}] must be a task name, a list of "
+                f"task names or asyncflow.each(task name), not {source!r}"
+            )
+    declared = {p for p, _ in parameters}
+    for param_name in mapping:
+        if param_name not in declared:
+            raise PipelineDefinitionError(
+                f"task {task_name!r}: inputs maps {param_name!r}, which is not a parameter "
+                f"of {getattr(fn, '__qualname__', fn)!r} (its parameters: "
+                f"{', '.join(sorted(declared)) or 'none'})"
+            )
+    return mapping or _NO_INPUTS
+
+
+_TaskFields = layout_twin(Task)
+
+
+def _new_task(
+    name: str,
+    fn: Callable[..., Any],
+    analysis: _Analysis,
+    inputs: Mapping[str, str | tuple[str, ...] | Each],
+    after: tuple[str, ...],
+    retry: RetryPolicy,
+    timeout: float | None,
+    checkpoint: bool,
+    cache_key_fn: Callable[[Mapping[str, Any]], Any] | None,
+    tags: tuple[str, ...],
+    executor: str | None,
+    outputs: tuple[str, ...],
+    serializer: Serializer | None,
+) -> Task:
+    """``Task(...)`` of checked values, about ten times faster (see :mod:`asyncflow._frozen`):
+    the frozen ``__init__`` was the largest cost of registering a task. Sets every field."""
+    t = _TaskFields()
+    t.name = name
+    t.fn = fn
+    t.is_async = analysis.is_async
+    t.parameters = analysis.parameters
+    t.inputs = inputs
+    t.after = after
+    t.wants_params = analysis.wants_params
+    t.wants_context = analysis.wants_context
+    t.retry = retry
+    t.timeout = timeout
+    t.checkpoint = checkpoint
+    t.cache_key_fn = cache_key_fn
+    t.tags = tags
+    t.description = analysis.description
+    t.executor = executor
+    t.outputs = outputs
+    t.serializer = serializer
+    return become(t, Task)
