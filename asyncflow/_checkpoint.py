@@ -25,6 +25,7 @@ import anyio
 from loguru import logger
 
 from ._digest import value_digest
+from ._frozen import become, layout_twin
 from ._journal_format import head, parse_line, tail
 from ._serializers import JSON, Serializer
 
@@ -132,21 +133,23 @@ def file_stem(task: str) -> str:
     return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
+_CheckpointFields = layout_twin(Checkpoint)
+
+
 def _checkpoint(doc: Mapping[str, Any], result: Any) -> Checkpoint:
-    parts = doc.get("parts")
-    reads = doc.get("reads")
-    return Checkpoint(
-        task=doc["task"],
-        cache_key=doc["key"],
-        result=result,
-        saved_at=doc["at"],
-        key_parts=parts if isinstance(parts, Mapping) else None,
-        serializer=doc["ser"],
-        digest=doc["digest"],
-        size=doc.get("size", 0) if isinstance(doc.get("size"), int) else 0,
-        cutoff=doc["cutoff"] if isinstance(doc.get("cutoff"), str) else "",
-        reads=tuple(reads) if isinstance(reads, list) else None,
-    )
+    """The :class:`Checkpoint` of record ``doc`` (fields checked by the parser), holding
+    ``result``; built without the dataclass's per-field ``object.__setattr__`` (see
+    :mod:`asyncflow._frozen`: one per cached task of a warm rerun)."""
+    c = _CheckpointFields()
+    c.task, c.cache_key, c.result, c.saved_at = doc["task"], doc["key"], result, doc["at"]
+    parts, reads, size, cutoff = doc.get("parts"), doc.get("reads"), doc.get("size"), doc.get("cutoff")
+    c.key_parts = parts if isinstance(parts, Mapping) else None
+    c.serializer = doc["ser"]
+    c.digest = doc["digest"]
+    c.size = size if type(size) is int else 0
+    c.cutoff = cutoff if type(cutoff) is str and cutoff else c.digest
+    c.reads = tuple(reads) if type(reads) is list else None
+    return become(c, Checkpoint)
 
 
 def _legacy(task: str, data: bytes, origin: str) -> Checkpoint | None:

@@ -147,3 +147,43 @@ async def test_compaction_rewrites_records_that_load_back_with_their_parts(tmp_p
     checkpoint = await store.load("second")
     assert checkpoint is not None and checkpoint.key_parts is not None
     assert checkpoint.key_parts["upstream"][0][0] == "first"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {
+            "task": "t",
+            "key": "k",
+            "at": 1.5,
+            "ser": "json",
+            "digest": "d",
+            "size": 3,
+            "reads": ["a"],
+            "result": 1,
+        },
+        {"task": "t", "key": "k", "at": 2, "ser": "pickle", "digest": "d", "cutoff": "c", "file": "t.0.pkl"},
+        {"task": "t", "key": "k", "at": 2, "ser": "json", "digest": "d", "size": "3", "parts": {"code": "x"}},
+    ],
+    ids=["inline", "file-with-cutoff", "old-record-bad-size"],
+)
+def test_a_checkpoint_built_from_a_record_equals_the_dataclass_s_own(doc: dict[str, Any]) -> None:
+    from asyncflow._checkpoint import Checkpoint, _checkpoint
+
+    built = _checkpoint(doc, "value")
+    own = Checkpoint(
+        task="t",
+        cache_key="k",
+        result="value",
+        saved_at=doc["at"],
+        key_parts=doc.get("parts"),
+        serializer=doc["ser"],
+        digest="d",
+        size=doc["size"] if isinstance(doc.get("size"), int) else 0,
+        cutoff=doc.get("cutoff", ""),
+        reads=tuple(doc["reads"]) if "reads" in doc else None,
+    )
+    assert type(built) is Checkpoint and built == own and repr(built) == repr(own)
+    assert built.cutoff == doc.get("cutoff", "d")
+    with pytest.raises(AttributeError):
+        built.result = 2  # type: ignore[misc]
