@@ -135,8 +135,9 @@ def exit_without_abandoned_threads(result: RunResult, code: int) -> int:
 
 
 def _foreign_threads(wait: float = 0.2) -> list[threading.Thread]:
-    """The live non-daemon threads other than the main thread and the event loops' worker
-    threads (which abandoned tasks keep busy; named by the timed-out tasks instead), after
+    """The live non-daemon threads other than the main thread, the event loops' worker
+    threads (which abandoned tasks keep busy; named by the timed-out tasks instead) and
+    Dask's (see :data:`_OURS`), after
     giving each up to ``wait`` seconds in all to end."""
     deadline = time.monotonic() + wait
     found = []
@@ -144,9 +145,14 @@ def _foreign_threads(wait: float = 0.2) -> list[threading.Thread]:
         if thread is threading.main_thread() or thread.daemon:
             continue
         thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive() and not thread.name.startswith("AnyIO worker thread"):
+        if thread.is_alive() and not thread.name.startswith(_OURS):
             found.append(thread)
     return found
+
+
+_OURS = ("AnyIO worker thread", "Dask-")
+"""Name prefixes of threads asyncflow's own dependencies start: the event loops' workers
+and Dask's (``Dask-Offload``, an idle pool ``distributed`` keeps for ``--executor dask``)."""
 
 
 def describe_error(exc: BaseException) -> str:

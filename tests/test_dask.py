@@ -192,6 +192,9 @@ def test_prices_pipeline_on_the_cluster_and_an_unreachable_scheduler(
         "pipelines.prices", "--workdir", tmp_path / "dask", "--dask-address", cluster.scheduler_address
     )
     assert remote.returncode == 0, remote.stderr
+    own = cli("pipelines.prices", "--workdir", tmp_path / "own", "--executor", "dask")  # a cluster of its own
+    assert own.returncode == 0, own.stderr
+    assert "exiting without waiting" not in own.stderr  # Dask's own threads are not the pipeline's
     report = "prices_report.md"
     assert (tmp_path / "dask" / report).read_text() == (tmp_path / "local" / report).read_text()
 
