@@ -77,6 +77,10 @@ def mapped_reason(label: str, instances: Sequence[PlannedTask]) -> tuple[Action,
     if maybe and not counts:  # all run only if an upstream result changes (one same reason)
         return Action.RUN, f"{head}; {maybe[0].reason}"
     parts = [f"{counts[a]} {PLANNED[a]}" for a in Action if a in counts]
+    why = {t.reason for t in instances if t.action is Action.RUN and not t.reason.endswith(MAYBE)}
+    if len(why) == 1:  # the instances that would run all would for one reason: say it
+        at = [a for a in Action if a in counts].index(Action.RUN)
+        parts[at] += f" ({why.pop()})"
     if maybe:
         action = Action.RUN if action is Action.CACHED else action
         parts.append(f"{len(maybe)} would run unless their upstream results come out unchanged")

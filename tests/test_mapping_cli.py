@@ -249,7 +249,7 @@ def test_dry_run_counts_the_instances_when_the_items_are_known(tmp_path: Path, m
     failed = asyncflow(*args, "--param", "items=a,bad,c")
     assert table(failed.stdout) == {
         "urls": ["cached", "checkpoint matches"],
-        "fetch": ["run", "mapped over urls: 3 instances: 1 would run, 2 cached"],
+        "fetch": ["run", "mapped over urls: 3 instances: 1 would run (no checkpoint), 2 cached"],
         "parse": ["run", "mapped over fetch (known when it runs)"],
         "summary": ["run", "no checkpoint"],
     }

@@ -128,7 +128,7 @@ async def test_a_failed_instance_is_the_one_that_would_run(tmp_path: Path) -> No
     assert planned(plan) == {
         "urls": ("cached", "checkpoint matches"),
         "factor": ("cached", "checkpoint matches"),
-        "fetch": ("run", "mapped over urls: 3 instances: 1 would run, 2 cached"),
+        "fetch": ("run", "mapped over urls: 3 instances: 1 would run (no checkpoint), 2 cached"),
         # One fetch instance would run: parse's items are known only in the run.
         "parse": ("run", "mapped over fetch (known when it runs)"),
         "summary": ("run", "no checkpoint"),
@@ -150,7 +150,10 @@ async def test_a_new_item_runs_one_instance_and_a_reordered_list_none(tmp_path: 
     grown = {"items": "c,a,b,d"}
     await run(p, store, tmp_path, params=grown, only=["urls"])  # urls' checkpoint: the new list
     plan = await plan_of(p, store, params=grown)
-    assert planned(plan)["fetch"] == ("run", "mapped over urls: 4 instances: 1 would run, 3 cached")
+    assert planned(plan)["fetch"] == (
+        "run",
+        "mapped over urls: 4 instances: 1 would run (no checkpoint), 3 cached",
+    )
     fetch = task(plan, "fetch").instances
     assert fetch is not None
     assert [i.action for i in fetch] == [Action.CACHED] * 3 + [Action.RUN]  # d, at the end
@@ -192,7 +195,10 @@ async def test_a_chained_map_is_planned_when_every_upstream_instance_is_cached(t
     changed = pages(version=2)  # parse's code changed
     plan = await plan_of(changed, store)
     assert planned(plan)["fetch"] == ("cached", "mapped over urls: 3 instances: 3 cached")
-    assert planned(plan)["parse"] == ("run", "mapped over fetch: 3 instances: 3 would run")
+    assert planned(plan)["parse"] == (
+        "run",
+        "mapped over fetch: 3 instances: 3 would run (default v changed)",
+    )
     assert planned(plan)["summary"] == (
         "run",
         "upstream parse will run; cached if its result is unchanged",
@@ -263,7 +269,10 @@ async def test_zipped_items_are_planned_as_they_are_keyed(tmp_path: Path) -> Non
     assert planned(plan)["label"] == ("cached", "mapped over names, sizes: 2 instances: 2 cached")
     assert_instances_match_run(plan, await run(p, store, tmp_path))
     changed = await plan_of(p, store, params={"prefix": "<"})  # a parameter the instances read
-    assert planned(changed)["label"] == ("run", "mapped over names, sizes: 2 instances: 2 would run")
+    assert planned(changed)["label"] == (
+        "run",
+        "mapped over names, sizes: 2 instances: 2 would run (parameter prefix changed)",
+    )
     instances = task(changed, "label").instances
     assert instances is not None and {i.reason for i in instances} == {"parameter prefix changed"}
     assert [i.stored_key for i in instances] == [t.cache_key for t in first.instances("label")]
@@ -287,7 +296,10 @@ async def test_forced_instances_and_unknown_items(tmp_path: Path) -> None:
     # In a partial run the unselected urls is loaded, so its items are known.
     only = await plan_of(p, store, force=True, selected=["fetch"])
     assert planned(only)["urls"] == ("cached", "not selected: loaded from its checkpoint")
-    assert planned(only)["fetch"] == ("run", "mapped over urls: 3 instances: 3 would run")
+    assert planned(only)["fetch"] == (
+        "run",
+        "mapped over urls: 3 instances: 3 would run (forced (--no-skip))",
+    )
     instances = task(only, "fetch").instances
     assert instances is not None and {i.reason for i in instances} == {"forced (--no-skip)"}
 
