@@ -198,7 +198,8 @@ class LogListener:
         elif isinstance(event, TaskCancelled):
             log.warning("cancelled: {}", event.reason)
         elif isinstance(event, RunStarted):
-            log.info("run {} of pipeline {!r} started ({} tasks)", event.run_id, event.pipeline, event.tasks)
+            tasks = f"{event.tasks} task{'' if event.tasks == 1 else 's'}"
+            log.info("run {} of pipeline {!r} started ({})", event.run_id, event.pipeline, tasks)
         elif isinstance(event, RunFinished):
             counts = ", ".join(f"{n} {s.value}" for s, n in event.counts.items())
             log.log(
