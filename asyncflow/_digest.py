@@ -21,9 +21,10 @@
   followed when it is user code. An object that raises when looked at (a context-local
   proxy used outside its context) is skipped, so a digest never fails.
 * **How code is hashed.** Never from source: from bytecode (``co_code``, the exception
-  table, ``co_consts`` with nested code recursively, ``co_names``, ``co_varnames``,
-  ``co_freevars``, ``co_cellvars``, argument counts, flags and ``co_name``), plus
-  ``sys.version_info[:2]``, since bytecode differs between Python versions. Line numbers
+  table, ``co_consts`` with nested code by its own digest, ``co_names``, ``co_varnames``,
+  ``co_freevars``, ``co_cellvars``, argument counts, flags and ``co_name``, in one
+  :mod:`marshal` encoding: see :mod:`asyncflow._shape`), plus ``sys.version_info[:2]``,
+  since bytecode differs between Python versions. Line numbers
   and file names are left out, so moving a function or editing comments elsewhere keeps
   its digest, and editing its body changes it. Docstrings are constants, so editing one
   changes the digest. Defaults, keyword defaults, closure cells and ``partial`` arguments
@@ -37,19 +38,25 @@ The one remaining way to be wrong: behaviour that lives outside the user's modul
 module-level object mutated in place during the process). The remedy is the task's
 ``cache_key_fn=``, whose value is part of the key.
 
-Caches, the only state here besides the warned-once set: the digest of each code object,
-and the walk of each function (its parts and the global bindings it looked up), both keyed
-by ``id`` with a weak reference that drops the entry with the object. A cached walk is
-reused while every binding it looked up is unchanged (re-importing or rebinding a helper
+Caches, the only state here besides the warned-once set: the digest of each code object
+met as a helper or nested code (:mod:`asyncflow._shape`); the *node* of each user function
+met as a helper or method (:mod:`asyncflow._nodes`: its digest and what its code reaches
+directly, shared by every walk that reaches it, reused while the function and every name
+it looked up are unchanged, so a helper called by 10,000 task functions is hashed once);
+and the walk of each root (its parts and the global bindings it followed), all keyed by
+``id`` with a weak reference that drops the entry with the object. A cached walk is
+reused while every binding it followed is unchanged (re-importing or rebinding a helper
 or a constant starts a new walk), so a 10,000-task ``partial`` fan-out of one function
-walks it once and then pays only for each partial's bound values. (A third cache, in
-:mod:`asyncflow._walk`, keeps the digest of each immutable scalar constant met, with the
-constant.) The values a walk reaches (module constants, defaults, closure cells) are thus
-a snapshot taken when the function is first digested in the process: a closure over a
-counter or a list that the task itself updates keeps its key from run to run, and a run in
-a new process sees the values as the module builds them. What a cached walk does not
-notice: a container mutated in place, or ``__defaults__`` reassigned, after that first
-digest in the same process (rebinding a global is noticed).
+walks it once and then pays only for each partial's bound values. (A fourth cache, in
+:mod:`asyncflow._nodes`, keeps the digest of each value met, with the value.) The values
+a walk reaches (module constants, defaults, closure cells) are thus a snapshot taken when
+they are first digested in the process: a closure over a counter or a list that the task
+itself updates keeps its key from run to run, and a run in a new process sees the values
+as the module builds them. What a cached walk does not notice: a container mutated in
+place; the root's ``__defaults__``, or a helper's ``__code__`` or ``__defaults__``,
+reassigned; a name that was unbound (or bound to what is not followed, a library function)
+becoming bound to user code; all after that first digest in the same process. Rebinding a
+global it followed is noticed, and a new walk (of another root) notices all but the first.
 """
 
 from __future__ import annotations
@@ -64,8 +71,9 @@ from typing import Any
 
 from loguru import logger
 
+from ._shape import MISSING, dropper, sha
 from ._values import Unhashable, describe, encode
-from ._walk import MISSING, dropper, sha, walk_root
+from ._walk import walk_root
 
 __all__ = ["CodeDigest", "code_digest", "describe_change", "value_digest", "warn_left_out"]
 
@@ -75,8 +83,9 @@ class CodeDigest:
     """What a callable computes, as one digest and the parts it was made of.
 
     Attributes:
-        digest: hex SHA-256 over the ``label=part`` lines of ``parts``: the code parts
-            sorted (``default`` and ``closure`` parts among them), then the ``bound`` parts.
+        digest: hex SHA-256 over the ``label=part`` lines of ``parts``: the code parts'
+            lines sorted (``default`` and ``closure`` parts among them), then the
+            ``bound`` parts' lines sorted.
         parts: ``{label: hex SHA-256 of that component}``. Labels: ``"python"``,
             ``"body"`` (the task function's own code), ``"helper <file>:<qualname>"`` (a
             user function reached), ``"class <file>:<qualname>"``, ``"constant
@@ -98,54 +107,66 @@ class CodeDigest:
     left_out: tuple[str, ...] = ()
 
 
-@dataclass(slots=True)
-class _Walked:
-    """A cached walk: its code parts, and what each call needs to add the bound values."""
+class _Walked(weakref.ref[Any]):
+    """A cached walk (a weak reference to its root): its code parts, and what each call
+    needs to add the bound values."""
 
+    __slots__ = ("code", "inner", "key", "left_out", "lines", "parts", "result", "witnesses")
+    key: int
     parts: dict[str, str]
     left_out: tuple[str, ...]
-    witnesses: tuple[tuple[dict[str, Any], str, Any], ...]
+    witnesses: tuple[Any, ...]  # flat: namespace, name, object, namespace, ...
     code: Any  # the root's __code__ when walked (a reassigned __code__ invalidates)
-    hasher: Any  # SHA-256 fed with the code parts' lines, to be copied per call
+    lines: bytes  # the code parts' sorted "label=part" lines, which the digest hashes
     inner: Any  # the root without its decorators
-    positional: tuple[str, ...]  # names of the inner function's positional parameters
-    result: CodeDigest | None = None  # the digest when nothing is bound
+    result: CodeDigest  # the digest when nothing is bound
 
 
-_walks: dict[int, tuple[weakref.KeyedRef[int, Any], _Walked]] = {}
+_walks: dict[int, _Walked] = {}
 _drop_walk = dropper(_walks)
 _warned: set[str] = set()
+_new_digest = object.__new__
+_set_digest, _set_parts, _set_left_out = (
+    vars(CodeDigest)[f].__set__ for f in ("digest", "parts", "left_out")
+)
+
+
+def _make_digest(digest: str, parts: Mapping[str, str], left_out: tuple[str, ...]) -> CodeDigest:
+    """``CodeDigest(digest, parts, left_out)`` without the frozen dataclass's ``__init__``
+    (which sets each field through ``object.__setattr__``): half the cost, once per task."""
+    made: CodeDigest = _new_digest(CodeDigest)
+    _set_digest(made, digest)
+    _set_parts(made, parts)
+    _set_left_out(made, left_out)
+    return made
 
 
 def _walked(root: Any) -> _Walked:
     """The walk from ``root`` (a function, class or other callable), cached while valid."""
-    entry = _walks.get(id(root))
-    if entry is not None and entry[0]() is root:
-        walked = entry[1]
-        if getattr(root, "__code__", None) is walked.code:
-            for namespace, name, obj in walked.witnesses:
-                if namespace.get(name, MISSING) is not obj:
-                    break
-            else:
-                return walked
+    walked = _walks.get(id(root))
+    if walked is not None and walked() is root and getattr(root, "__code__", None) is walked.code:
+        witnesses = iter(walked.witnesses)
+        for namespace, name, obj in zip(witnesses, witnesses, witnesses, strict=True):
+            if namespace.get(name, MISSING) is not obj:
+                break
+        else:
+            return walked
     walk = walk_root(root)
-    lines = "\n".join(f"{label}={part}" for label, part in sorted(walk.parts.items()))
-    inner = _unwrap(root)
-    code = getattr(inner, "__code__", None)
-    walked = _Walked(
-        parts=walk.parts,
-        left_out=tuple(walk.left_out),
-        witnesses=tuple(walk.witnesses),
-        code=getattr(root, "__code__", None),
-        hasher=hashlib.sha256(lines.encode("utf-8", "surrogatepass")),
-        inner=inner,
-        positional=code.co_varnames[: code.co_argcount] if isinstance(code, types.CodeType) else (),
-    )
     try:
-        key = id(root)
-        _walks[key] = (weakref.KeyedRef(root, _drop_walk, key), walked)
+        walked = _Walked(root, _drop_walk)
     except TypeError:  # not weakly referenceable: not cached
-        pass
+        walked = _Walked(_walked, None)
+    else:
+        walked.key = id(root)
+        _walks[walked.key] = walked
+    parts = walk.parts
+    left_out = tuple(dict.fromkeys(walk.left_out)) if walk.left_out else ()
+    lines = "\n".join(sorted(map("=".join, parts.items()))).encode("utf-8", "surrogatepass")
+    walked.parts, walked.left_out, walked.lines = parts, left_out, lines
+    walked.witnesses = tuple(walk.witnesses)
+    walked.code = getattr(root, "__code__", None)
+    walked.inner = _unwrap(root)
+    walked.result = _make_digest(hashlib.sha256(lines).hexdigest(), types.MappingProxyType(parts), left_out)
     return walked
 
 
@@ -164,20 +185,21 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
     cannot be hashed are listed in ``left_out``.
     """
     args: Sequence[Any]
-    if type(fn) is functools.partial and type(fn.func) is types.FunctionType:
-        target: Any = fn.func  # the common case, a fan-out: no loop
-        args, keywords = fn.args, fn.keywords
+    kind = type(fn)
+    if kind is types.FunctionType:
+        return _walked(fn).result  # the common case, a plain function: no peeling
+    target: Any = fn
+    if kind is functools.partial and type(target.func) is types.FunctionType:
+        args, keywords = target.args, target.keywords  # a fan-out: no loop
+        target = target.func
     else:
         target, args, keywords = _peel(fn)
     walked = _walked(target)
     if args or not isinstance(walked.inner, types.FunctionType):
-        values = _bound(target, walked.inner, walked.positional, args, keywords)
+        values = _bound(target, walked.inner, args, keywords)
     else:  # the fan-out case: keywords only
-        values = [(k, v) for k, v in keywords.items()]
+        values = list(keywords.items())
     if not values:
-        if walked.result is None:
-            digest = walked.hasher.copy().hexdigest()
-            walked.result = CodeDigest(digest, types.MappingProxyType(walked.parts), walked.left_out)
         return walked.result
     extra: dict[str, str] = {}
     left_out = walked.left_out
@@ -188,18 +210,19 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
             what = f"bound argument {name!r}" if name != "self" else "bound self"
             nested = "" if exc.value is value else "holds "
             left_out += (f"{what} ({nested}{describe(exc.value)})",)
-    hasher = walked.hasher.copy()
-    hasher.update("".join(f"\n{label}={part}" for label, part in sorted(extra.items())).encode())
-    parts = types.MappingProxyType({**walked.parts, **extra})
-    return CodeDigest(hasher.hexdigest(), parts, left_out)
+    bound = "".join(["\n" + line for line in sorted(map("=".join, extra.items()))])
+    digest = hashlib.sha256(walked.lines + bound.encode("utf-8", "surrogatepass")).hexdigest()
+    return _make_digest(digest, types.MappingProxyType({**walked.parts, **extra}), left_out)
 
 
 def _bound(
-    target: Any, inner: Any, positional: tuple[str, ...], args: Sequence[Any], keywords: Mapping[str, Any]
+    target: Any, inner: Any, args: Sequence[Any], keywords: Mapping[str, Any]
 ) -> list[tuple[str, Any]]:
     """``(name, value)`` for every value bound to the root by ``partial`` (positional ones
     named after the parameters they fill) or as a bound method's or callable's object."""
     if isinstance(inner, types.FunctionType):
+        code = inner.__code__
+        positional = code.co_varnames[: code.co_argcount]
         bound = [(positional[i] if i < len(positional) else f"#{i}", v) for i, v in enumerate(args)]
     else:
         bound = [(f"#{i}", v) for i, v in enumerate(args)]
@@ -238,8 +261,7 @@ def _code_token(obj: Any) -> str:
     hold each other in their defaults cannot recurse forever."""
     if isinstance(obj, types.MethodType):
         obj = obj.__func__
-    walked = _walked(obj)
-    return str(walked.hasher.copy().hexdigest())
+    return _walked(obj).result.digest
 
 
 def value_digest(value: Any) -> str | None:
