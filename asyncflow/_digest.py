@@ -43,8 +43,12 @@ met as a helper or nested code (:mod:`asyncflow._shape`); the *node* of each use
 met as a helper or method (:mod:`asyncflow._nodes`: its digest and what its code reaches
 directly, shared by every walk that reaches it, reused while the function and every name
 it looked up are unchanged, so a helper called by 10,000 task functions is hashed once);
-and the walk of each root (its parts and the global bindings it followed), all keyed by
-``id`` with a weak reference that drops the entry with the object. A cached walk is
+and the walk of each root (its parts and the global bindings it followed,
+:mod:`asyncflow._roots`), all keyed by ``id`` with a weak reference that drops the entry
+with the object. The first digest of a module-level function walks, in the same pass, every
+function of its module not walked yet (:mod:`asyncflow._pass`: what they look up in common
+is followed once, and the results are exactly their own walks); for those functions that
+pass is their first digest. A cached walk is
 reused while every binding it followed is unchanged (re-importing or rebinding a helper
 or a constant starts a new walk), so a 10,000-task ``partial`` fan-out of one function
 walks it once and then pays only for each partial's bound values. (A fourth cache, in
@@ -64,110 +68,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import types
-import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 
-from ._shape import MISSING, dropper, sha
+from ._pass import module_pass
+from ._roots import CodeDigest, Walked, lookup, make_digest, store, walks
+from ._shape import sha
 from ._values import Unhashable, describe, encode
 from ._walk import walk_root
 
 __all__ = ["CodeDigest", "code_digest", "describe_change", "value_digest", "warn_left_out"]
-
-
-@dataclass(frozen=True, slots=True)
-class CodeDigest:
-    """What a callable computes, as one digest and the parts it was made of.
-
-    Attributes:
-        digest: hex SHA-256 over the ``label=part`` lines of ``parts``: the code parts'
-            lines sorted (``default`` and ``closure`` parts among them), then the
-            ``bound`` parts' lines sorted.
-        parts: ``{label: hex SHA-256 of that component}``. Labels: ``"python"``,
-            ``"body"`` (the task function's own code), ``"helper <file>:<qualname>"`` (a
-            user function reached), ``"class <file>:<qualname>"``, ``"constant
-            <file>:<name>"`` (a plain-data module global read), ``"bound <param>"`` (a
-            ``partial`` argument; ``"bound #<i>"`` when a positional one has no name,
-            ``"bound self"`` for a bound method's object), ``"default <param>"``,
-            ``"closure <variable>"``. ``<file>`` is the module's path relative to its
-            import root (``pipelines/prices.py``), so it does not depend on the current
-            directory.
-        left_out: descriptions of values that could not be hashed stably and are not in
-            the digest, e.g. ``"bound argument 'session' (a ClientSession)"``.
-
-    ``parts`` and ``left_out`` default to empty, so that a digest loaded from a checkpoint
-    can be rebuilt as ``CodeDigest(digest, parts)`` for :func:`describe_change`.
-    """
-
-    digest: str
-    parts: Mapping[str, str] = field(default_factory=dict)
-    left_out: tuple[str, ...] = ()
-
-
-class _Walked(weakref.ref[Any]):
-    """A cached walk (a weak reference to its root): its code parts, and what each call
-    needs to add the bound values."""
-
-    __slots__ = ("code", "inner", "key", "left_out", "lines", "parts", "result", "witnesses")
-    key: int
-    parts: dict[str, str]
-    left_out: tuple[str, ...]
-    witnesses: tuple[Any, ...]  # flat: namespace, name, object, namespace, ...
-    code: Any  # the root's __code__ when walked (a reassigned __code__ invalidates)
-    lines: bytes  # the code parts' sorted "label=part" lines, which the digest hashes
-    inner: Any  # the root without its decorators
-    result: CodeDigest  # the digest when nothing is bound
-
-
-_walks: dict[int, _Walked] = {}
-_drop_walk = dropper(_walks)
-_warned: set[str] = set()
-_new_digest = object.__new__
-_set_digest, _set_parts, _set_left_out = (
-    vars(CodeDigest)[f].__set__ for f in ("digest", "parts", "left_out")
-)
-
-
-def _make_digest(digest: str, parts: Mapping[str, str], left_out: tuple[str, ...]) -> CodeDigest:
-    """``CodeDigest(digest, parts, left_out)`` without the frozen dataclass's ``__init__``
-    (which sets each field through ``object.__setattr__``): half the cost, once per task."""
-    made: CodeDigest = _new_digest(CodeDigest)
-    _set_digest(made, digest)
-    _set_parts(made, parts)
-    _set_left_out(made, left_out)
-    return made
-
-
-def _walked(root: Any) -> _Walked:
-    """The walk from ``root`` (a function, class or other callable), cached while valid."""
-    walked = _walks.get(id(root))
-    if walked is not None and walked() is root and getattr(root, "__code__", None) is walked.code:
-        witnesses = iter(walked.witnesses)
-        for namespace, name, obj in zip(witnesses, witnesses, witnesses, strict=True):
-            if namespace.get(name, MISSING) is not obj:
-                break
-        else:
-            return walked
-    walk = walk_root(root)
-    try:
-        walked = _Walked(root, _drop_walk)
-    except TypeError:  # not weakly referenceable: not cached
-        walked = _Walked(_walked, None)
-    else:
-        walked.key = id(root)
-        _walks[walked.key] = walked
-    parts = walk.parts
-    left_out = tuple(dict.fromkeys(walk.left_out)) if walk.left_out else ()
-    lines = "\n".join(sorted(map("=".join, parts.items()))).encode("utf-8", "surrogatepass")
-    walked.parts, walked.left_out, walked.lines = parts, left_out, lines
-    walked.witnesses = tuple(walk.witnesses)
-    walked.code = getattr(root, "__code__", None)
-    walked.inner = _unwrap(root)
-    walked.result = _make_digest(hashlib.sha256(lines).hexdigest(), types.MappingProxyType(parts), left_out)
-    return walked
 
 
 def code_digest(fn: Callable[..., Any]) -> CodeDigest:
@@ -212,7 +124,29 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
             left_out += (f"{what} ({nested}{describe(exc.value)})",)
     bound = "".join(["\n" + line for line in sorted(map("=".join, extra.items()))])
     digest = hashlib.sha256(walked.lines + bound.encode("utf-8", "surrogatepass")).hexdigest()
-    return _make_digest(digest, types.MappingProxyType({**walked.parts, **extra}), left_out)
+    return make_digest(digest, types.MappingProxyType({**walked.parts, **extra}), left_out)
+
+
+_warned: set[str] = set()
+
+
+def _module_level(fn: types.FunctionType) -> bool:
+    return fn.__globals__.get(fn.__name__) is fn
+
+
+def _walked(root: Any) -> Walked:
+    """The walk from ``root`` (a function, class or other callable): the cached one while
+    valid; for a module-level function never walked, that of the pass over its module."""
+    walked = lookup(root)
+    if walked is not None:
+        return walked
+    if type(root) is types.FunctionType and id(root) not in walks and _module_level(root):
+        module_pass(root)
+        walked = walks.get(id(root))
+        if walked is not None and walked() is root:
+            return walked
+    walk = walk_root(root)
+    return store(root, walk.parts, walk.left_out, walk.witnesses)
 
 
 def _bound(
@@ -246,13 +180,6 @@ def _peel(fn: Any) -> tuple[Any, list[Any], dict[str, Any]]:
             fn = fn.__func__
         else:
             return fn, args, keywords
-
-
-def _unwrap(fn: Any) -> Any:
-    """``fn`` without its decorators: follows ``__wrapped__`` while it leads to a function."""
-    while isinstance(getattr(fn, "__wrapped__", None), types.FunctionType):
-        fn = fn.__wrapped__
-    return fn
 
 
 def _code_token(obj: Any) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 from ._shape import MISSING, dropper, sha, shape
 from ._values import Unhashable, describe, encode, is_user_file
 
-__all__ = ["Collector", "Node", "is_user", "node", "where"]
+__all__ = ["Collector", "Node", "is_user", "is_user_module", "node", "where"]
 
 _PLAIN = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
 _DATA = (*_PLAIN, enum.Enum)
@@ -85,10 +85,11 @@ def is_user(obj: Any) -> bool:
     module = sys.modules.get(getattr(obj, "__module__", None) or "")
     if module is None:
         return False
-    return _is_user_module(module)
+    return is_user_module(module)
 
 
-def _is_user_module(module: types.ModuleType) -> bool:
+def is_user_module(module: types.ModuleType) -> bool:
+    """Whether ``module`` is the user's own: ``__main__``, or loaded from a user file."""
     if module.__name__ == "__main__":
         return True
     file = getattr(module, "__file__", None)
@@ -186,7 +187,7 @@ class Collector:
         """Follow global ``name`` of ``namespace``, bound to ``obj``; a user module is
         searched for all of ``names`` in turn (``helpers.scale``); see :meth:`names`."""
         if isinstance(obj, types.ModuleType):
-            if _is_user_module(obj):
+            if is_user_module(obj):
                 if self.modules is None:
                     self.modules = set()
                 if id(obj) not in self.modules:

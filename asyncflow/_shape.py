@@ -24,12 +24,13 @@ import operator
 import sys
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import compress, repeat
 from typing import Any
 
 from ._values import Unhashable, encode
 
-__all__ = ["MISSING", "PYTHON", "dropper", "sha", "shape"]
+__all__ = ["MISSING", "PYTHON", "dropper", "sha", "shape", "shapes"]
 
 PYTHON = hashlib.sha256(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode()).hexdigest()
 """The ``python`` part of every code digest: bytecode differs between Python versions."""
@@ -83,6 +84,8 @@ _FIELDS = operator.attrgetter(
     "co_consts",
 )
 """The hashed fields of a code object, in order (one C call fetches them all)."""
+_NAMES, _CONSTS = operator.itemgetter(5), operator.itemgetter(-1)
+_HEXDIGEST = operator.methodcaller("hexdigest")
 
 _shapes: dict[int, _Shape] = {}
 """``{id(code): _Shape}`` for code objects that may be met again (see :func:`shape`)."""
@@ -108,8 +111,7 @@ def shape(code: types.CodeType, keep: bool = True) -> tuple[str, tuple[str, ...]
     fields = _FIELDS(code)
     names: tuple[str, ...] = fields[5]
     if not _EXACT.issuperset(map(type, fields[-1])):
-        consts, names, special = _special(fields[-1], names)
-        fields = (*fields[:-1], consts, special)
+        fields, names = _special(fields, names)
     digest = hashlib.sha256(marshal.dumps(fields, 2)).hexdigest()
     if keep:
         entry = _Shape(code, _drop_shape)
@@ -118,16 +120,25 @@ def shape(code: types.CodeType, keep: bool = True) -> tuple[str, tuple[str, ...]
     return digest, names
 
 
-def _special(
-    consts: tuple[Any, ...], names: tuple[str, ...]
-) -> tuple[tuple[Any, ...], tuple[str, ...], tuple[tuple[int, str], ...]]:
-    """``consts`` with ``None`` for each constant marshal does not spell exactly, those
-    spelled otherwise as ``(index, spelling)``, and ``names`` with the names of nested
-    code objects added."""
+def shapes(codes: Sequence[types.CodeType]) -> tuple[list[str], list[tuple[str, ...]]]:
+    """:func:`shape` (not kept) of every code object of ``codes``, in a few loops that
+    run in C: the list of digests and the list of names, in the order of ``codes``."""
+    fields = list(map(_FIELDS, codes))
+    names: list[tuple[str, ...]] = list(map(_NAMES, fields))
+    exact = map(_EXACT.issuperset, map(map, repeat(type), map(_CONSTS, fields)))
+    for i in compress(range(len(fields)), map(operator.not_, exact)):
+        fields[i], names[i] = _special(fields[i], names[i])
+    return list(map(_HEXDIGEST, map(hashlib.sha256, map(marshal.dumps, fields, repeat(2))))), names
+
+
+def _special(fields: tuple[Any, ...], names: tuple[str, ...]) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """``fields`` with ``None`` for each constant marshal does not spell exactly, those
+    spelled otherwise in one more field, ``(index, spelling)`` pairs; and ``names`` with
+    the names of nested code objects added."""
     found = dict.fromkeys(names)
     out: list[Any] = []
     special: list[tuple[int, str]] = []
-    for i, const in enumerate(consts):
+    for i, const in enumerate(fields[-1]):
         kind = type(const)
         if kind in _EXACT or (kind is tuple and _EXACT.issuperset(map(type, const))):
             out.append(const)  # a tuple of plain constants: keyword names of a call, say
@@ -142,4 +153,4 @@ def _special(
             special.append((i, f"value {encode(const, repr)}"))
         except Unhashable:
             special.append((i, f"object {const!r}"))
-    return tuple(out), tuple(found), tuple(special)
+    return (*fields[:-1], tuple(out), tuple(special)), tuple(found)

@@ -127,8 +127,7 @@ class Walk(Collector):
                 self.edges.append(base)
         for name, attr in sorted(vars(cls).items()):
             if isinstance(attr, types.FunctionType) and is_user(attr):
-                self.seen.add(id(attr))
-                method = node(attr)
+                method = node(attr)  # not marked seen: reached as a helper too, it is one
                 own.append(f"{name}={method.digest}")
                 self.join(method, helper=False)
             elif isinstance(attr, (staticmethod, classmethod, property, type, functools.partial)):
