@@ -117,14 +117,41 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
     left_out = walked.left_out
     for name, value in values:
         try:
-            extra[f"bound {name}"] = sha(encode(value, _code_token))
+            extra["bound " + name] = _bound_digest(value)
         except Unhashable as exc:
             what = f"bound argument {name!r}" if name != "self" else "bound self"
             nested = "" if exc.value is value else "holds "
             left_out += (f"{what} ({nested}{describe(exc.value)})",)
-    bound = "".join(["\n" + line for line in sorted(map("=".join, extra.items()))])
-    digest = hashlib.sha256(walked.lines + bound.encode("utf-8", "surrogatepass")).hexdigest()
-    return make_digest(digest, types.MappingProxyType({**walked.parts, **extra}), left_out)
+    if not extra:
+        return make_digest(walked.result.digest, walked.result.parts, left_out)
+    bound = "\n" + "\n".join(sorted(map("=".join, extra.items())))
+    digest = _sha256(walked.lines + bound.encode("utf-8", "surrogatepass")).hexdigest()
+    return make_digest(digest, _proxy({**walked.parts, **extra}), left_out)
+
+
+_sha256 = hashlib.sha256
+_proxy = types.MappingProxyType
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+_by_encoding: dict[str, str] = {}
+"""``{encoding: its digest}`` for the containers and objects bound by ``partial``, which a
+fan-out often binds again and again (the same configuration for every item); cleared
+when it reaches :data:`_BY_ENCODING_SIZE` entries. Exact: a digest is a function of the
+encoding."""
+_BY_ENCODING_SIZE = 4096
+
+
+def _bound_digest(value: Any) -> str:
+    """The digest of a value bound by ``partial`` (or a bound method's object): hashed on
+    every call, never a snapshot. Raises :class:`Unhashable` as :func:`encode` does."""
+    text = encode(value, _code_token)
+    if type(value) in _SCALARS:  # an item of a fan-out: seldom the same twice
+        return _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = _by_encoding.get(text)
+    if digest is None:
+        if len(_by_encoding) >= _BY_ENCODING_SIZE:
+            _by_encoding.clear()
+        digest = _by_encoding[text] = _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest
 
 
 _warned: set[str] = set()

@@ -102,7 +102,7 @@ class Collector:
     Attributes:
         parts: ``{label: hex digest}`` of the constants found.
         left_out: descriptions of the values that could not be hashed.
-        witnesses: the bindings followed, flat: ``namespace, name, object, ...``.
+        witnesses: the bindings followed, ``(namespace, name, object)``.
         edges: the user functions and classes reached, to be walked.
         scans: ``(namespace, names, the objects they were bound to)`` for every namespace
             searched (``MISSING`` for an unbound name), or ``None`` when not kept.
@@ -113,7 +113,7 @@ class Collector:
     def __init__(self, scans: bool) -> None:
         self.parts: dict[str, str] = {}
         self.left_out: list[str] = []
-        self.witnesses: list[Any] = []
+        self.witnesses: list[tuple[dict[str, Any], str, Any]] = []
         self.edges: list[Any] = []
         self.scans: list[tuple[dict[str, Any], tuple[str, ...], tuple[Any, ...]]] | None = (
             [] if scans else None
@@ -172,9 +172,9 @@ class Collector:
             try:
                 if kind is types.FunctionType and is_user_file(obj.__code__.co_filename):
                     self.edges.append(obj)  # the common case, a helper: inline
-                    self.witnesses += (namespace, name, obj)
+                    self.witnesses.append((namespace, name, obj))
                 elif kind in _SCALARS and (known := _snapshots.get(id(obj))) is not None and known[0] is obj:
-                    self.witnesses += (namespace, name, obj)  # a constant met before: inline
+                    self.witnesses.append((namespace, name, obj))  # a constant met before: inline
                     self.record(f"constant {here}:{name}", known[1])
                 else:
                     self.follow(names, namespace, name, obj, here)
@@ -192,16 +192,16 @@ class Collector:
                     self.modules = set()
                 if id(obj) not in self.modules:
                     self.modules.add(id(obj))
-                    self.witnesses += (namespace, name, obj)
+                    self.witnesses.append((namespace, name, obj))
                     self.names(names, vars(obj), where(vars(obj)))
         elif isinstance(obj, _DATA):
             digest = self.value(obj, "constant ", name)
             if digest is not None:
-                self.witnesses += (namespace, name, obj)
+                self.witnesses.append((namespace, name, obj))
                 self.record(f"constant {here}:{name}", digest)
         elif isinstance(obj, _CODE_LIKE):
             if self.leads(obj):
-                self.witnesses += (namespace, name, obj)
+                self.witnesses.append((namespace, name, obj))
         else:
             # Any other object (a config instance, a compiled pattern, a date, a Path): by
             # value when it has a stable encoding, as a constant; else (a client, a logger)
@@ -211,7 +211,7 @@ class Collector:
             if digest is not None:
                 self.record(f"constant {here}:{name}", digest)
             if digest is not None or followed:
-                self.witnesses += (namespace, name, obj)
+                self.witnesses.append((namespace, name, obj))
 
     def leads(self, obj: Any, depth: int = 0) -> bool:
         """Whether ``obj`` is or leads to user code; the user functions and classes it
@@ -277,7 +277,7 @@ class Node(weakref.ref[types.FunctionType]):
     label: str
     parts: dict[str, str]
     left_out: tuple[str, ...]
-    witnesses: tuple[Any, ...]
+    witnesses: tuple[tuple[dict[str, Any], str, Any], ...]
     edges: tuple[Any, ...]
 
 

@@ -2,7 +2,7 @@
 
 A cached walk (:class:`Walked`) is a weak reference to its root, keyed by the root's ``id``
 in :data:`walks` and dropped with it, holding the code parts, the global bindings the
-walk followed ("witnesses", flat ``namespace, name, object`` triples), the sorted
+walk followed ("witnesses", ``(namespace, name, object)``), the sorted
 ``label=part`` lines the digest hashes and the :class:`CodeDigest` itself. :func:`lookup`
 returns it while every witness is still bound to the same object and the root's
 ``__code__`` is the same; :func:`store` and :func:`store_many` make entries.
@@ -73,7 +73,7 @@ class Walked(weakref.ref[Any]):
     key: int
     parts: dict[str, str]
     left_out: tuple[str, ...]
-    witnesses: tuple[Any, ...]  # flat: namespace, name, object, namespace, ...
+    witnesses: tuple[tuple[dict[str, Any], str, Any], ...]  # (namespace, name, object)
     code: Any  # the root's __code__ when walked (a reassigned __code__ invalidates)
     lines: bytes  # the code parts' sorted "label=part" lines, which the digest hashes
     inner: Any  # the root without its decorators
@@ -107,8 +107,7 @@ def lookup(root: Any) -> Walked | None:
     walked = walks.get(id(root))
     if walked is None or walked() is not root or getattr(root, "__code__", None) is not walked.code:
         return None
-    witnesses = iter(walked.witnesses)
-    for namespace, name, obj in zip(witnesses, witnesses, witnesses, strict=True):
+    for namespace, name, obj in walked.witnesses:
         if namespace.get(name, MISSING) is not obj:
             return None
     return walked

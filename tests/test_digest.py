@@ -567,3 +567,24 @@ def test_constants_in_bytecode_are_exact_and_set_order_does_not_matter(tmp_path:
         for seed in ("1", "2", "3")
     }
     assert len(runs) == 1 and len(runs.pop().strip()) == 64
+
+
+def test_a_bound_container_is_hashed_anew_on_every_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``partial`` arguments are never snapshots: a dict mutated in place between two
+    digests changes the second; the memo of digests by encoding stays bounded."""
+    import asyncflow._digest as digest_module
+
+    def fit(ticker: str, cfg: dict[str, int]) -> int:
+        return cfg["w"]
+
+    cfg = {"w": 3}
+    first = code_digest(functools.partial(fit, "A", cfg=cfg))
+    cfg["w"] = 4
+    assert code_digest(functools.partial(fit, "A", cfg=cfg)).parts["bound cfg"] != first.parts["bound cfg"]
+    cfg["w"] = 3
+    assert code_digest(functools.partial(fit, "A", cfg=cfg)) == first
+    monkeypatch.setattr(digest_module, "_BY_ENCODING_SIZE", 4)
+    for w in range(10):
+        code_digest(functools.partial(fit, "A", cfg={"w": w}))
+        assert len(digest_module._by_encoding) <= 4
+    assert code_digest(functools.partial(fit, "A", cfg={"w": 3})) == first

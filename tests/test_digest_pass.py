@@ -81,9 +81,8 @@ def _import(folder: Path, name: str, source: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
-def _witnesses(flat: Any) -> set[tuple[int, str, int]]:
-    it = iter(flat)
-    return {(id(ns), name, id(obj)) for ns, name, obj in zip(it, it, it, strict=True)}
+def _witnesses(found: Any) -> set[tuple[int, str, int]]:
+    return {(id(ns), name, id(obj)) for ns, name, obj in found}
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
