@@ -21,9 +21,10 @@
   followed when it is user code. An object that raises when looked at (a context-local
   proxy used outside its context) is skipped, so a digest never fails.
 * **How code is hashed.** Never from source: from bytecode (``co_code``, the exception
-  table, ``co_consts`` with nested code recursively, ``co_names``, ``co_varnames``,
-  ``co_freevars``, ``co_cellvars``, argument counts, flags and ``co_name``), plus
-  ``sys.version_info[:2]``, since bytecode differs between Python versions. Line numbers
+  table, ``co_consts`` with nested code by its own digest, ``co_names``, ``co_varnames``,
+  ``co_freevars``, ``co_cellvars``, argument counts, flags and ``co_name``, in one
+  :mod:`marshal` encoding: see :mod:`asyncflow._shape`), plus ``sys.version_info[:2]``,
+  since bytecode differs between Python versions. Line numbers
   and file names are left out, so moving a function or editing comments elsewhere keeps
   its digest, and editing its body changes it. Docstrings are constants, so editing one
   changes the digest. Defaults, keyword defaults, closure cells and ``partial`` arguments
@@ -37,19 +38,29 @@ The one remaining way to be wrong: behaviour that lives outside the user's modul
 module-level object mutated in place during the process). The remedy is the task's
 ``cache_key_fn=``, whose value is part of the key.
 
-Caches, the only state here besides the warned-once set: the digest of each code object,
-and the walk of each function (its parts and the global bindings it looked up), both keyed
-by ``id`` with a weak reference that drops the entry with the object. A cached walk is
-reused while every binding it looked up is unchanged (re-importing or rebinding a helper
+Caches, the only state here besides the warned-once set: the digest of each code object
+met as a helper or nested code (:mod:`asyncflow._shape`); the *node* of each user function
+met as a helper or method (:mod:`asyncflow._nodes`: its digest and what its code reaches
+directly, shared by every walk that reaches it, reused while the function and every name
+it looked up are unchanged, so a helper called by 10,000 task functions is hashed once);
+and the walk of each root (its parts and the global bindings it followed,
+:mod:`asyncflow._roots`), all keyed by ``id`` with a weak reference that drops the entry
+with the object. The first digest of a module-level function walks, in the same pass, every
+function of its module not walked yet (:mod:`asyncflow._pass`: what they look up in common
+is followed once, and the results are exactly their own walks); for those functions that
+pass is their first digest. A cached walk is
+reused while every binding it followed is unchanged (re-importing or rebinding a helper
 or a constant starts a new walk), so a 10,000-task ``partial`` fan-out of one function
-walks it once and then pays only for each partial's bound values. (A third cache, in
-:mod:`asyncflow._walk`, keeps the digest of each immutable scalar constant met, with the
-constant.) The values a walk reaches (module constants, defaults, closure cells) are thus
-a snapshot taken when the function is first digested in the process: a closure over a
-counter or a list that the task itself updates keeps its key from run to run, and a run in
-a new process sees the values as the module builds them. What a cached walk does not
-notice: a container mutated in place, or ``__defaults__`` reassigned, after that first
-digest in the same process (rebinding a global is noticed).
+walks it once and then pays only for each partial's bound values. (A fourth cache, in
+:mod:`asyncflow._nodes`, keeps the digest of each value met, with the value.) The values
+a walk reaches (module constants, defaults, closure cells) are thus a snapshot taken when
+they are first digested in the process: a closure over a counter or a list that the task
+itself updates keeps its key from run to run, and a run in a new process sees the values
+as the module builds them. What a cached walk does not notice: a container mutated in
+place; the root's ``__defaults__``, or a helper's ``__code__`` or ``__defaults__``,
+reassigned; a name that was unbound (or bound to what is not followed, a library function)
+becoming bound to user code; all after that first digest in the same process. Rebinding a
+global it followed is noticed, and a new walk (of another root) notices all but the first.
 """
 
 from __future__ import annotations
@@ -57,96 +68,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import types
-import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 
+from ._pass import module_pass
+from ._roots import CodeDigest, Walked, lookup, make_digest, store, walks
+from ._shape import sha
 from ._values import Unhashable, describe, encode
-from ._walk import MISSING, dropper, sha, walk_root
+from ._walk import walk_root
 
 __all__ = ["CodeDigest", "code_digest", "describe_change", "value_digest", "warn_left_out"]
-
-
-@dataclass(frozen=True, slots=True)
-class CodeDigest:
-    """What a callable computes, as one digest and the parts it was made of.
-
-    Attributes:
-        digest: hex SHA-256 over the ``label=part`` lines of ``parts``: the code parts
-            sorted (``default`` and ``closure`` parts among them), then the ``bound`` parts.
-        parts: ``{label: hex SHA-256 of that component}``. Labels: ``"python"``,
-            ``"body"`` (the task function's own code), ``"helper <file>:<qualname>"`` (a
-            user function reached), ``"class <file>:<qualname>"``, ``"constant
-            <file>:<name>"`` (a plain-data module global read), ``"bound <param>"`` (a
-            ``partial`` argument; ``"bound #<i>"`` when a positional one has no name,
-            ``"bound self"`` for a bound method's object), ``"default <param>"``,
-            ``"closure <variable>"``. ``<file>`` is the module's path relative to its
-            import root (``pipelines/prices.py``), so it does not depend on the current
-            directory.
-        left_out: descriptions of values that could not be hashed stably and are not in
-            the digest, e.g. ``"bound argument 'session' (a ClientSession)"``.
-
-    ``parts`` and ``left_out`` default to empty, so that a digest loaded from a checkpoint
-    can be rebuilt as ``CodeDigest(digest, parts)`` for :func:`describe_change`.
-    """
-
-    digest: str
-    parts: Mapping[str, str] = field(default_factory=dict)
-    left_out: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class _Walked:
-    """A cached walk: its code parts, and what each call needs to add the bound values."""
-
-    parts: dict[str, str]
-    left_out: tuple[str, ...]
-    witnesses: tuple[tuple[dict[str, Any], str, Any], ...]
-    code: Any  # the root's __code__ when walked (a reassigned __code__ invalidates)
-    hasher: Any  # SHA-256 fed with the code parts' lines, to be copied per call
-    inner: Any  # the root without its decorators
-    positional: tuple[str, ...]  # names of the inner function's positional parameters
-    result: CodeDigest | None = None  # the digest when nothing is bound
-
-
-_walks: dict[int, tuple[weakref.KeyedRef[int, Any], _Walked]] = {}
-_drop_walk = dropper(_walks)
-_warned: set[str] = set()
-
-
-def _walked(root: Any) -> _Walked:
-    """The walk from ``root`` (a function, class or other callable), cached while valid."""
-    entry = _walks.get(id(root))
-    if entry is not None and entry[0]() is root:
-        walked = entry[1]
-        if getattr(root, "__code__", None) is walked.code:
-            for namespace, name, obj in walked.witnesses:
-                if namespace.get(name, MISSING) is not obj:
-                    break
-            else:
-                return walked
-    walk = walk_root(root)
-    lines = "\n".join(f"{label}={part}" for label, part in sorted(walk.parts.items()))
-    inner = _unwrap(root)
-    code = getattr(inner, "__code__", None)
-    walked = _Walked(
-        parts=walk.parts,
-        left_out=tuple(walk.left_out),
-        witnesses=tuple(walk.witnesses),
-        code=getattr(root, "__code__", None),
-        hasher=hashlib.sha256(lines.encode("utf-8", "surrogatepass")),
-        inner=inner,
-        positional=code.co_varnames[: code.co_argcount] if isinstance(code, types.CodeType) else (),
-    )
-    try:
-        key = id(root)
-        _walks[key] = (weakref.KeyedRef(root, _drop_walk, key), walked)
-    except TypeError:  # not weakly referenceable: not cached
-        pass
-    return walked
 
 
 def code_digest(fn: Callable[..., Any]) -> CodeDigest:
@@ -164,42 +97,93 @@ def code_digest(fn: Callable[..., Any]) -> CodeDigest:
     cannot be hashed are listed in ``left_out``.
     """
     args: Sequence[Any]
-    if type(fn) is functools.partial and type(fn.func) is types.FunctionType:
-        target: Any = fn.func  # the common case, a fan-out: no loop
-        args, keywords = fn.args, fn.keywords
+    kind = type(fn)
+    if kind is types.FunctionType:
+        return _walked(fn).result  # the common case, a plain function: no peeling
+    target: Any = fn
+    if kind is functools.partial and type(target.func) is types.FunctionType:
+        args, keywords = target.args, target.keywords  # a fan-out: no loop
+        target = target.func
     else:
         target, args, keywords = _peel(fn)
     walked = _walked(target)
     if args or not isinstance(walked.inner, types.FunctionType):
-        values = _bound(target, walked.inner, walked.positional, args, keywords)
+        values = _bound(target, walked.inner, args, keywords)
     else:  # the fan-out case: keywords only
-        values = [(k, v) for k, v in keywords.items()]
+        values = list(keywords.items())
     if not values:
-        if walked.result is None:
-            digest = walked.hasher.copy().hexdigest()
-            walked.result = CodeDigest(digest, types.MappingProxyType(walked.parts), walked.left_out)
         return walked.result
     extra: dict[str, str] = {}
     left_out = walked.left_out
     for name, value in values:
         try:
-            extra[f"bound {name}"] = sha(encode(value, _code_token))
+            extra["bound " + name] = _bound_digest(value)
         except Unhashable as exc:
             what = f"bound argument {name!r}" if name != "self" else "bound self"
             nested = "" if exc.value is value else "holds "
             left_out += (f"{what} ({nested}{describe(exc.value)})",)
-    hasher = walked.hasher.copy()
-    hasher.update("".join(f"\n{label}={part}" for label, part in sorted(extra.items())).encode())
-    parts = types.MappingProxyType({**walked.parts, **extra})
-    return CodeDigest(hasher.hexdigest(), parts, left_out)
+    if not extra:
+        return make_digest(walked.result.digest, walked.result.parts, left_out)
+    bound = "\n" + "\n".join(sorted(map("=".join, extra.items())))
+    digest = _sha256(walked.lines + bound.encode("utf-8", "surrogatepass")).hexdigest()
+    return make_digest(digest, _proxy({**walked.parts, **extra}), left_out)
+
+
+_sha256 = hashlib.sha256
+_proxy = types.MappingProxyType
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+_by_encoding: dict[str, str] = {}
+"""``{encoding: its digest}`` for the containers and objects bound by ``partial``, which a
+fan-out often binds again and again (the same configuration for every item); cleared
+when it reaches :data:`_BY_ENCODING_SIZE` entries. Exact: a digest is a function of the
+encoding."""
+_BY_ENCODING_SIZE = 4096
+
+
+def _bound_digest(value: Any) -> str:
+    """The digest of a value bound by ``partial`` (or a bound method's object): hashed on
+    every call, never a snapshot. Raises :class:`Unhashable` as :func:`encode` does."""
+    text = encode(value, _code_token)
+    if type(value) in _SCALARS:  # an item of a fan-out: seldom the same twice
+        return _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = _by_encoding.get(text)
+    if digest is None:
+        if len(_by_encoding) >= _BY_ENCODING_SIZE:
+            _by_encoding.clear()
+        digest = _by_encoding[text] = _sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest
+
+
+_warned: set[str] = set()
+
+
+def _module_level(fn: types.FunctionType) -> bool:
+    return fn.__globals__.get(fn.__name__) is fn
+
+
+def _walked(root: Any) -> Walked:
+    """The walk from ``root`` (a function, class or other callable): the cached one while
+    valid; for a module-level function never walked, that of the pass over its module."""
+    walked = lookup(root)
+    if walked is not None:
+        return walked
+    if type(root) is types.FunctionType and id(root) not in walks and _module_level(root):
+        module_pass(root)
+        walked = walks.get(id(root))
+        if walked is not None and walked() is root:
+            return walked
+    walk = walk_root(root)
+    return store(root, walk.parts, walk.left_out, walk.witnesses)
 
 
 def _bound(
-    target: Any, inner: Any, positional: tuple[str, ...], args: Sequence[Any], keywords: Mapping[str, Any]
+    target: Any, inner: Any, args: Sequence[Any], keywords: Mapping[str, Any]
 ) -> list[tuple[str, Any]]:
     """``(name, value)`` for every value bound to the root by ``partial`` (positional ones
     named after the parameters they fill) or as a bound method's or callable's object."""
     if isinstance(inner, types.FunctionType):
+        code = inner.__code__
+        positional = code.co_varnames[: code.co_argcount]
         bound = [(positional[i] if i < len(positional) else f"#{i}", v) for i, v in enumerate(args)]
     else:
         bound = [(f"#{i}", v) for i, v in enumerate(args)]
@@ -225,21 +209,13 @@ def _peel(fn: Any) -> tuple[Any, list[Any], dict[str, Any]]:
             return fn, args, keywords
 
 
-def _unwrap(fn: Any) -> Any:
-    """``fn`` without its decorators: follows ``__wrapped__`` while it leads to a function."""
-    while isinstance(getattr(fn, "__wrapped__", None), types.FunctionType):
-        fn = fn.__wrapped__
-    return fn
-
-
 def _code_token(obj: Any) -> str:
     """A function or class met inside a bound value: the digest of its walk (its code and
     the user code it reaches), not of its own bound values, so that two functions that
     hold each other in their defaults cannot recurse forever."""
     if isinstance(obj, types.MethodType):
         obj = obj.__func__
-    walked = _walked(obj)
-    return str(walked.hasher.copy().hexdigest())
+    return _walked(obj).result.digest
 
 
 def value_digest(value: Any) -> str | None:

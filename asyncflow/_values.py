@@ -83,9 +83,14 @@ def encode(value: Any, code: Callable[[Any], str]) -> str:
             container that contains itself; also when looking at it raises (an object
             whose attributes raise, nesting deeper than the recursion limit).
     """
-    scalar = _SCALARS.get(type(value))
+    kind = type(value)
+    scalar = _SCALARS.get(kind)
     if scalar is not None:
         return scalar(value)
+    if kind is dict:  # a configuration of plain keys and values, most often: no recursion
+        flat = _flat_dict(value)
+        if flat is not None:
+            return flat
     try:
         return _encode(value, code, set())
     except Unhashable:
@@ -105,6 +110,20 @@ _SCALARS: dict[type, Callable[[Any], str]] = {
     complex: lambda v: f"j{v.real.hex()},{v.imag.hex()};",
 }
 """The encoding of each scalar type, by exact type (subclasses are tagged, see below)."""
+
+
+def _flat_dict(value: dict[Any, Any]) -> str | None:
+    """:func:`_container`'s encoding of a dict whose keys and values are all scalars (of
+    exact scalar types); ``None`` for any other dict."""
+    scalar = _SCALARS.get
+    items = []
+    for key, item in value.items():
+        encode_key, encode_item = scalar(type(key)), scalar(type(item))
+        if encode_key is None or encode_item is None:
+            return None
+        items.append(encode_key(key) + "=" + encode_item(item))
+    items.sort()
+    return f"{{{len(items)}:" + ",".join(items) + "}"
 
 
 def _encode(value: Any, code: Callable[[Any], str], active: set[int]) -> str:

@@ -12,6 +12,8 @@ import functools
 import importlib
 import itertools
 import json
+import os
+import subprocess
 import sys
 import textwrap
 import threading
@@ -439,3 +441,150 @@ def test_a_closure_over_state_the_task_updates_keeps_its_digest() -> None:
 
     assert code_digest(make({"window": 3})) == code_digest(make({"window": 3}))
     assert code_digest(make({"window": 3})).digest != code_digest(make({"window": 12})).digest
+
+
+SHARED = """
+RATE = {rate}
+
+def mine(x):
+    return x
+
+def helper(x, k={k}):
+    return len(x) * k * RATE
+
+def task_a(x):
+    return helper(x)
+
+def task_b(x):
+    return helper(x) + 1
+"""
+
+
+def test_a_helper_shared_by_tasks_is_hashed_once_and_still_noticed_when_it_changes(
+    modules: Callable[[str, str], None],
+) -> None:
+    """Every walk reaching a helper shares its node (its digest and what it reaches); a
+    walk of another task still sees what changed since: a constant it reads rebound, its
+    defaults reassigned, a name it calls (here the built-in ``len``) bound in its module."""
+    name = fresh("shared")
+    modules(name, SHARED.format(rate=0.1, k=2))
+    mod: Any = load(name)
+    label, rate = f"helper {name}.py:helper", f"constant {name}.py:RATE"
+    a = code_digest(mod.task_a)
+    mod.RATE = 0.2
+    b = code_digest(mod.task_b)
+    assert b.parts[rate] == value_digest(0.2) != a.parts[rate]
+    assert code_digest(mod.task_a).parts[rate] == b.parts[rate]
+    mod.helper.__defaults__ = (3,)
+    c = code_digest(copy_of(mod.task_b))
+    assert c.parts[label] != b.parts[label]
+    mod.len = mod.mine  # shadows the built-in in the helper's module
+    d = code_digest(copy_of(mod.task_b))
+    assert f"helper {name}.py:mine" in d.parts and f"helper {name}.py:mine" not in c.parts
+
+
+def copy_of(fn: Any) -> Any:
+    """Another function with ``fn``'s code and globals: a root not walked yet."""
+    return types.FunctionType(fn.__code__, fn.__globals__, fn.__name__)
+
+
+def test_a_helpers_closure_cell_is_noticed_by_the_next_walk() -> None:
+    def make(k: int) -> Callable[[int], int]:
+        def scaled(x: int) -> int:
+            return x * k
+
+        return scaled
+
+    ns: dict[str, Any] = {"__name__": "cells_module"}
+    exec("def task(x):\n    return helper(x)\n", ns)
+    ns["helper"] = make(2)
+    before = code_digest(ns["task"])
+    ns["helper"].__closure__[0].cell_contents = 3
+    after = code_digest(copy_of(ns["task"]))
+    label = next(p for p in before.parts if p.startswith("helper "))
+    assert after.parts[label] != before.parts[label]
+
+
+ATTRIBUTES = """
+import {helpers}
+
+def task():
+    return {helpers}.scale(1) + local()
+
+def local():
+    return {helpers}.other()
+"""
+
+ATTRIBUTE_HELPERS = """
+def scale(x):
+    return x * 2
+
+def other():
+    return {other}
+"""
+
+
+def test_each_function_looks_up_its_own_names_in_a_module_it_shares(
+    modules: Callable[[str, str], None],
+) -> None:
+    """``local`` reaches ``helpers.other`` through a module the task already searched for
+    its own names: editing ``other`` must still change the task's digest."""
+    helpers, tasks = fresh("attr_helpers"), fresh("attr_tasks")
+    modules(helpers, ATTRIBUTE_HELPERS.format(other=1))
+    modules(tasks, ATTRIBUTES.format(helpers=helpers))
+    before = code_digest(load(tasks).task)
+    assert f"helper {helpers}.py:other" in before.parts
+    modules(helpers, ATTRIBUTE_HELPERS.format(other=2))
+    load(helpers)
+    after = code_digest(load(tasks).task)
+    assert describe_change(before.parts, after) == f"helper other() changed ({helpers}.py)"
+
+
+def test_constants_in_bytecode_are_exact_and_set_order_does_not_matter(tmp_path: Path) -> None:
+    """``1``, ``1.0``, ``True``, ``0.0`` and ``-0.0`` differ as code constants; a frozenset
+    constant (``x in {...}``) gives the same digest in processes with other string hashes."""
+    bodies = ["1", "1.0", "True", "0.0", "-0.0", "(1, 2)", "(1, (2,))", "b'1'", "'1'", "None"]
+    digests = set()
+    for body in bodies:
+        ns: dict[str, Any] = {}
+        exec(f"def f():\n    return {body}\n", ns)
+        digests.add(code_digest(ns["f"]).digest)
+    assert len(digests) == len(bodies)
+    script = tmp_path / "frozen.py"
+    script.write_text(
+        "from asyncflow._digest import code_digest\n"
+        "def f(x):\n    return x in {'alpha', 'beta', 'gamma', 'delta', 'epsilon'}\n"
+        "print(code_digest(f).parts['body'])\n"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(runs) == 1 and len(runs.pop().strip()) == 64
+
+
+def test_a_bound_container_is_hashed_anew_on_every_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``partial`` arguments are never snapshots: a dict mutated in place between two
+    digests changes the second; the memo of digests by encoding stays bounded."""
+    import asyncflow._digest as digest_module
+
+    def fit(ticker: str, cfg: dict[str, int]) -> int:
+        return cfg["w"]
+
+    cfg = {"w": 3}
+    first = code_digest(functools.partial(fit, "A", cfg=cfg))
+    cfg["w"] = 4
+    assert code_digest(functools.partial(fit, "A", cfg=cfg)).parts["bound cfg"] != first.parts["bound cfg"]
+    cfg["w"] = 3
+    assert code_digest(functools.partial(fit, "A", cfg=cfg)) == first
+    monkeypatch.setattr(digest_module, "_BY_ENCODING_SIZE", 4)
+    for w in range(10):
+        code_digest(functools.partial(fit, "A", cfg={"w": w}))
+        assert len(digest_module._by_encoding) <= 4
+    assert code_digest(functools.partial(fit, "A", cfg={"w": 3})) == first
