@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import RunFailedError
-from ._events import TaskState
+from ._events import STATE_ORDER, TaskState
 from ._graph import Node
 from ._instances import instance_item
 
@@ -230,7 +230,8 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when every task SUCCEEDED or was CACHED."""
-        return all(state.is_ok for state in _states(self.tasks))
+        states = _states(self.tasks)
+        return states.count(TaskState.SUCCEEDED) + states.count(TaskState.CACHED) == len(states)
 
     def by_state(self, state: TaskState) -> list[str]:
         """The names of the tasks that ended in ``state``, in definition order."""
@@ -239,11 +240,10 @@ class RunResult:
     @property
     def counts(self) -> dict[TaskState, int]:
         """How many tasks ended in each state that occurred: each instance of a mapped task
-        counts as a task, the mapped task itself (their summary) does not."""
-        counts: dict[TaskState, int] = {}
-        for state in _counted(self.tasks):
-            counts[state] = counts.get(state, 0) + 1
-        return counts
+        counts as a task, the mapped task itself (their summary) does not. In the order of
+        :data:`~asyncflow._events.STATE_ORDER` (succeeded, cached, failed, ...)."""
+        states = _counted(self.tasks)  # list.count compares by identity first: no enum hashing
+        return {state: n for state in STATE_ORDER if (n := states.count(state))}
 
     def instances(self, name: str) -> list[TaskRun]:
         """The runs of the instances of mapped task ``name``, in item order (see

@@ -342,3 +342,28 @@ async def test_run_embeds_in_a_running_program(tmp_path: Path) -> None:
     assert result.tasks["second"].result == 2
     assert len(ticks) == 3
     assert calls == {"first": 1, "second": 1}
+
+
+def test_counts_and_ok_follow_the_states_not_the_order_tasks_finished() -> None:
+    from asyncflow._events import STATE_ORDER
+
+    p = asyncflow.Pipeline("counts_order")
+
+    @p.task()
+    async def broken() -> int:
+        raise ValueError("no")
+
+    @p.task()
+    async def after(broken: int) -> int:
+        return broken
+
+    @p.task()
+    async def fine() -> int:
+        return 1
+
+    result = p.run_sync(checkpoints=False, log=False, fail_fast=False)
+    states = asyncflow.TaskState
+    assert result.counts == {states.SUCCEEDED: 1, states.FAILED: 1, states.SKIPPED: 1}
+    assert list(result.counts) == [s for s in STATE_ORDER if s in result.counts]  # not finish order
+    assert not result.ok
+    assert p.run_sync(checkpoints=False, log=False, only=["fine"]).ok

@@ -214,7 +214,7 @@ def test_partial_runs_run_the_selection_and_load_its_upstream(tmp_path: Path) ->
     assert only.returncode == 0, only.stderr
     # ingest is loaded; clean, a mapped task, is expanded and its instances are cached.
     assert states(only.stdout) == {"ingest": "cached", "clean": "cached", "fit": "succeeded"}
-    assert "ok: 6 cached, 5 succeeded in" in only.stdout
+    assert "ok: 5 succeeded, 6 cached in" in only.stdout
 
     assert asyncflow("pipelines.prices", "--workdir", workdir).returncode == 0
     # --no-skip forces the selection only: clean's instances above it are looked up.
