@@ -32,12 +32,12 @@ from ._events import (
     Event,
     Listener,
     RunFinished,
-    TaskCached,
     TaskCancelled,
     TaskFailed,
     TaskSkipped,
     TaskState,
-    TaskSucceeded,
+    build_cached,
+    build_succeeded,
 )
 from ._executors import Submit, WorkerThreads
 from ._graph import Graph, Node
@@ -223,14 +223,7 @@ class RunState(MappedTasks):
         self.marks[i] = KEYED
         self.sizes[i] = checkpoint.size
         if self.listeners:
-            self.emit(
-                TaskCached(
-                    run_id=self.run_id,
-                    time=self.now(),
-                    task=self.nodes[i].name,
-                    cache_key=checkpoint.cache_key,
-                )
-            )
+            self.emit(build_cached(self.run_id, self.now(), self.nodes[i].name, checkpoint.cache_key))
         self.succeed(i, checkpoint.result, TaskState.CACHED)
 
     # -- outcomes -------------------------------------------------------------------------
@@ -243,15 +236,7 @@ class RunState(MappedTasks):
         if state is TaskState.SUCCEEDED and self.listeners:
             start = self.started[i]
             assert start is not None
-            self.emit(
-                TaskSucceeded(
-                    run_id=self.run_id,
-                    time=t,
-                    task=self.nodes[i].name,
-                    attempt=self.attempts[i],
-                    duration=t - start,
-                )
-            )
+            self.emit(build_succeeded(self.run_id, t, self.nodes[i].name, self.attempts[i], t - start))
         remaining, states, ready = self.remaining, self.states, self.ready
         for d in self.nodes[i].downstream:
             remaining[d] -= 1

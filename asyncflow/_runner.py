@@ -85,8 +85,8 @@ from ._errors import (
 from ._events import (
     AttemptFailed,
     RunStarted,
-    TaskStarted,
     TaskState,
+    build_started,
 )
 from ._executors import Submit
 from ._instances import instance_checkpoint, item_digests
@@ -298,15 +298,7 @@ class Run(CheckpointedRun):
             if task.wants_context:
                 kwargs["context"] = self.context(name, attempt, tracked)
             if self.listeners:
-                self.emit(
-                    TaskStarted(
-                        run_id=self.run_id,
-                        time=self.now(),
-                        task=name,
-                        attempt=attempt,
-                        cache_key=self.keys[i],
-                    )
-                )
+                self.emit(build_started(self.run_id, self.now(), name, attempt, self.keys[i]))
             try:
                 if task.timeout is None:  # one coroutine frame less on the common path
                     result = await call_task(call, kwargs, self.submit_of(i))

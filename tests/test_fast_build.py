@@ -18,7 +18,8 @@ import pytest
 
 import asyncflow
 from asyncflow import JSON, Node, Pipeline, Task
-from asyncflow._frozen import become, layout_twin
+from asyncflow._events import build_cached, build_started, build_succeeded
+from asyncflow._frozen import become, layout_twin, positional_builder
 
 
 def _fit(ticker: str, window: int = 3, context: Any = None, params: Any = None) -> str:
@@ -195,3 +196,41 @@ def test_the_decorator_form_registers_what_the_call_form_does() -> None:
     assert q.tasks["_load"].retry is q.tasks["_key"].retry  # one shared policy
     with pytest.raises(asyncflow.DuplicateTaskError):
         again(_load)
+
+
+@pytest.mark.parametrize(
+    ("build", "values"),
+    [
+        (build_started, ("r1", 2.5, "fit", 3, "ab" * 32)),
+        (build_started, ("r1", 0.0, "fit[2]", 1, None)),
+        (build_succeeded, ("r1", 7.25, "fit", 2, 0.125)),
+        (build_cached, ("r1", 1.0, "load", "cd" * 32)),
+    ],
+)
+def test_an_event_built_positionally_equals_one_by_keywords(build: Any, values: tuple[Any, ...]) -> None:
+    event = build(*values)
+    cls = type(event)
+    names = [f.name for f in dataclasses.fields(cls)]
+    by_keywords = cls(**dict(zip(names, values, strict=True)))
+    assert event == by_keywords and hash(event) == hash(by_keywords)
+    assert repr(event) == repr(by_keywords)
+    assert [getattr(event, n) for n in names] == list(values)  # each value in its own field
+    assert pickle.loads(pickle.dumps(event)) == event
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.task = "other"
+
+
+def test_positional_builder_refuses_what_it_would_build_wrong() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        n: int
+
+        def __post_init__(self) -> None:
+            raise AssertionError("skipped by a builder")
+
+    class Plain:
+        pass
+
+    for cls in (Checked, Plain):
+        with pytest.raises(TypeError, match=cls.__qualname__):
+            positional_builder(cls)
