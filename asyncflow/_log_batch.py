@@ -33,6 +33,7 @@ from loguru import logger
 from ._events import Event, TaskCached, TaskStarted, TaskSucceeded
 
 __all__ = [
+    "LEVELS",
     "MAX_AGE",
     "MAX_LINES",
     "Line",
@@ -40,7 +41,6 @@ __all__ = [
     "batching_sinks_only",
     "flush_queued",
     "register_sinks",
-    "render",
     "routine_message",
 ]
 
@@ -53,11 +53,13 @@ console still reads as live)."""
 ROUTINE = (TaskStarted, TaskSucceeded, TaskCached)
 """The events whose lines are queued: two or three per task."""
 
-_LEVEL_NAMES = {10: "DEBUG", 20: "INFO"}
+LEVELS: dict[type[Event], int] = {TaskStarted: 10, TaskSucceeded: 20, TaskCached: 20}
+"""The loguru level number of each routine event's line (DEBUG 10, INFO 20)."""
+_NAMES = {10: "DEBUG  ", 20: "INFO   "}  # padded to 7, as loguru's ``{level: <7}``
 
 Line = tuple[str, str, int, str, str, str]
 """A batched line: ``(ISO 8601 local time to the millisecond with its UTC offset,
-HH:MM:SS.mmm, level number, level name, task, message)``."""
+HH:MM:SS.mmm, level number, level name padded to 7 characters, task, message)``."""
 _sinks: set[int] = set()
 _live: weakref.WeakSet[LineBatch] = weakref.WeakSet()
 
@@ -88,55 +90,95 @@ def flush_queued(record: Any) -> None:
             batch.flush()
 
 
+def _started(event: TaskStarted) -> str:
+    return f"attempt {event.attempt} started"
+
+
+def _succeeded(event: TaskSucceeded) -> str:
+    return f"succeeded on attempt {event.attempt} in {event.duration:.3f} s"
+
+
+def _cached(event: TaskCached) -> str:
+    return f"cached (checkpoint matches cache key {event.cache_key[:12]}…)"
+
+
+_MESSAGES: dict[type[Event], Callable[[Any], str]] = {
+    TaskStarted: _started,
+    TaskSucceeded: _succeeded,
+    TaskCached: _cached,
+}
+_KINDS = {kind: (LEVELS[kind], _NAMES[LEVELS[kind]], message) for kind, message in _MESSAGES.items()}
+"""``{routine event type: (level number, padded level name, its message)}``."""
+
+
 def routine_message(event: Event) -> str:
-    """The message of a routine event's line (the same whether batched or not)."""
-    if isinstance(event, TaskStarted):
-        return f"attempt {event.attempt} started"
-    if isinstance(event, TaskSucceeded):
-        return f"succeeded on attempt {event.attempt} in {event.duration:.3f} s"
-    if isinstance(event, TaskCached):
-        return f"cached (checkpoint matches cache key {event.cache_key[:12]}…)"
-    raise TypeError(f"not a routine event: {type(event).__name__}")
+    """The message of a routine event's line (the same whether batched or not).
+
+    Raises:
+        TypeError: ``event`` is not one of :data:`ROUTINE`.
+    """
+    message = _MESSAGES.get(type(event))
+    if message is None:
+        raise TypeError(f"not a routine event: {type(event).__name__}")
+    return message(event)
 
 
 class LineBatch:
     """Routine log lines of one run, waiting to be handed to loguru as one record.
 
-    Each line is ``(wall time in seconds since the epoch, level number, task, event)``;
-    its message is rendered only when a sink formats the batch. :meth:`add` runs on the
-    event loop; :meth:`flush` on the event loop or the flusher thread, under a lock.
+    A line is its event: its level is the event's (:data:`LEVELS`), its message is
+    rendered only when the batch is flushed, and its time is the event's ``time`` (the
+    run's clock) plus the wall clock's offset from that clock, taken at the first line
+    and again at each flush from the event loop and at each event that is not routine
+    (:meth:`sync`), so that it stays within a few microseconds of the wall time the
+    line would have had as a record of its own. (Under a virtual clock, see
+    :mod:`asyncflow.testing`, line times follow virtual time between syncs.)
+    :meth:`add` runs on the event loop; :meth:`flush` on the event loop or the flusher
+    thread, under a lock.
 
     Args:
         run_id: the run's id (bound to the batch's records).
         min_level: the lowest level a sink takes (loguru's, when the run starts); lines
             below it are not queued.
+
+    Attributes:
+        queued: the routine event types whose lines are at or above ``min_level`` (the
+            only ones :meth:`add` is given).
     """
 
     def __init__(self, run_id: str, min_level: int = 0) -> None:
         self.run_id = run_id
         self.min_level = min_level
-        self._lines: deque[tuple[float, int, str, Event]] = deque()
+        self.queued = frozenset(kind for kind, level in LEVELS.items() if level >= min_level)
+        self._lines: deque[Event] = deque()
+        self._offset = 0.0  # the wall clock (time.time()) minus the run's clock, in seconds
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
         _live.add(self)
 
-    def add(self, level: int, task: str, event: Event) -> None:
-        """Queue ``event``'s line at ``level`` (10 DEBUG or 20 INFO)."""
+    def add(self, event: Event) -> None:
+        """Queue ``event``'s line (``event`` is one of :attr:`queued`)."""
         lines = self._lines
-        lines.append((time.time(), level, task, event))
+        lines.append(event)
         if len(lines) >= MAX_LINES:
+            self.sync(event.time)
             self.flush()
-        elif self._thread is None:
+        elif self._thread is None:  # the first line: start the thread that flushes old ones
+            self.sync(event.time)
             self._thread = threading.Thread(target=self._flush_old, name="asyncflow-log", daemon=True)
             self._thread.start()
+
+    def sync(self, now: float) -> None:
+        """Take the wall clock's offset from the run's clock, which reads ``now`` (seconds)."""
+        self._offset = time.time() - now
 
     def flush(self) -> None:
         """Hand every queued line to loguru, as one record at the highest level among them.
 
         The record's ``extra["batch"]`` holds the lines (see :data:`Line`), for the CLI's
-        sink formats (see :func:`render`). Lines of the same millisecond share their time's
+        sink formats (see :mod:`asyncflow._log_sinks`). Lines of the same millisecond share their time's
         text (made once: ``datetime.isoformat`` was a third of the cost of a line).
         """
         with self._lock:
@@ -146,16 +188,22 @@ class LineBatch:
             queued = [lines.popleft() for _ in range(len(lines))]
             zone = datetime.now().astimezone().tzinfo  # as loguru's own record times
             batch: list[Line] = []
-            last, stamp, clock = -1, "", ""
-            for wall, level, task, event in queued:
+            append, kinds = batch.append, _KINDS
+            last, stamp, clock, top = -1, "", "", 0
+            offset = self._offset
+            for event in queued:
+                wall = event.time + offset
                 ms = round(wall * 1e6) // 1000  # as datetime rounds to the microsecond
                 if ms != last:
                     when = datetime.fromtimestamp(wall, zone)
                     last, stamp = ms, when.isoformat(timespec="milliseconds")
                     clock = stamp[11:23]  # HH:MM:SS.mmm
-                batch.append((stamp, clock, level, _LEVEL_NAMES[level], task, routine_message(event)))
-            top = _LEVEL_NAMES[max(line[2] for line in batch)]
-            logger.bind(run_id=self.run_id, task="-", batch=batch).log(top, "{} log lines", len(batch))
+                level, name, message = kinds[type(event)]
+                if level > top:
+                    top = level
+                append((stamp, clock, level, name, event.task, message(event)))  # type: ignore[attr-defined]
+            name = "DEBUG" if top == 10 else "INFO"
+            logger.bind(run_id=self.run_id, task="-", batch=batch).log(name, "{} log lines", len(batch))
 
     def close(self) -> None:
         """Flush what is queued and stop the flusher thread."""
@@ -167,7 +215,7 @@ class LineBatch:
     def _flush_old(self) -> None:
         while not self._stopped:
             try:
-                age = time.time() - self._lines[0][0]
+                age = time.time() - self._lines[0].time - self._offset
             except IndexError:  # none queued (or the event loop flushed them just now)
                 age = None
             if age is not None:
@@ -177,8 +225,3 @@ class LineBatch:
                 self._wake.wait(MAX_AGE - age)
             else:
                 self._wake.wait(MAX_AGE)
-
-
-def render(batch: list[Line], min_level: int, line: Callable[[Line], str]) -> str:
-    """The text of the lines of ``batch`` at ``min_level`` or above, each as ``line`` makes it."""
-    return "".join([line(item) for item in batch if item[2] >= min_level])

@@ -8,7 +8,6 @@ record of each line's own would have.
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-from ._log_batch import Line, flush_queued, register_sinks, render
+from ._log_batch import Line, flush_queued, register_sinks
 
 __all__ = ["CONSOLE_FORMAT", "FILE_FORMAT", "LogFile", "add_cli_sinks", "log_file_failure"]
 
@@ -41,20 +40,24 @@ _GREEN, _CYAN, _RESET = "\x1b[32m", "\x1b[36m", "\x1b[0m"
 _LEVEL_COLOR = {10: "\x1b[34m\x1b[1m", 20: "\x1b[1m"}
 
 
-def _console_line(line: Line) -> str:
-    _, clock, _, name, task, message = line
-    return f"{clock} {name: <7} {task} {message}\n"
+def _console_text(batch: list[Line], min_level: int) -> str:
+    return "".join([f"{c} {n} {t} {m}\n" for _, c, level, n, t, m in batch if level >= min_level])
 
 
-def _console_line_colored(line: Line) -> str:
-    _, clock, level, name, task, message = line
-    color = _LEVEL_COLOR[level]
-    return f"{_GREEN}{clock}{_RESET} {color}{name: <7}{_RESET} {_CYAN}{task}{_RESET} {message}\n"
+def _console_text_colored(batch: list[Line], min_level: int) -> str:
+    g, y, r, colors = _GREEN, _CYAN, _RESET, _LEVEL_COLOR
+    return "".join(
+        [
+            f"{g}{c}{r} {colors[level]}{n}{r} {y}{t}{r} {m}\n"
+            for _, c, level, n, t, m in batch
+            if level >= min_level
+        ]
+    )
 
 
-def _file_line(run_id: str, line: Line) -> str:
-    stamp, _, _, name, task, message = line
-    return f"{stamp} {name: <7} run={run_id} task={task} {message}\n"
+def _file_text(batch: list[Line], run_id: str) -> str:
+    run = f"run={run_id} task="
+    return "".join([f"{s} {n} {run}{t} {m}\n" for s, _, _, n, t, m in batch])
 
 
 def _console_format(min_level: int, colored: bool) -> Callable[[Any], str]:
@@ -66,13 +69,13 @@ def _console_format(min_level: int, colored: bool) -> Callable[[Any], str]:
     A callable format gets no ``{exception}`` appended: one line on the console;
     tracebacks go to the log file.
     """
-    line = _console_line_colored if colored else _console_line
+    text = _console_text_colored if colored else _console_text
 
     def console_format(record: Any) -> str:
         extra = record["extra"]
         batch = extra.get("batch")
         if batch is not None:
-            extra["text"] = render(batch, min_level, line)
+            extra["text"] = text(batch, min_level)
             return "{extra[text]}"
         extra["clock"] = _clock(record["time"])
         return CONSOLE_FORMAT + "\n"
@@ -87,7 +90,7 @@ def _file_format(record: Any) -> str:
     extra = record["extra"]
     batch = extra.get("batch")
     if batch is not None:
-        extra["text"] = render(batch, 10, functools.partial(_file_line, extra["run_id"]))
+        extra["text"] = _file_text(batch, extra["run_id"])
         return "{extra[text]}"
     extra["stamp"] = record["time"].isoformat(timespec="milliseconds")
     return FILE_FORMAT + "\n{exception}"

@@ -28,14 +28,12 @@ from ._events import (
     TaskSucceeded,
     instance_of,
 )
-from ._log_batch import ROUTINE, LineBatch, batching_sinks_only, routine_message
+from ._log_batch import LEVELS, ROUTINE, LineBatch, batching_sinks_only, routine_message
 
 __all__ = ["LogListener"]
 
 _LEVELS: dict[type[Event], int] = {
-    TaskStarted: 10,
-    TaskSucceeded: 20,
-    TaskCached: 20,
+    **LEVELS,  # the routine lines': TaskStarted DEBUG, TaskSucceeded and TaskCached INFO
     TaskMapped: 20,
     RunStarted: 20,
     RunFinished: 20,
@@ -91,6 +89,8 @@ class LogListener:
         self._groups: dict[str, list[int]] = {}
         """``{expanded mapped task: [instances succeeded, instances cached, instances]}``."""
         self._batch = batch
+        self._add = batch.add if batch is not None else None
+        self._queued = batch.queued if batch is not None else frozenset()
 
     @classmethod
     def for_run(cls, run_id: str) -> LogListener:
@@ -116,12 +116,13 @@ class LogListener:
         """Log ``event``; a loguru sink that raises (``catch=False``) drops the line, never
         the run (see :func:`asyncflow._context.sink_failed`)."""
         try:
-            batch = self._batch
-            if batch is not None and not self._groups and type(event) in _QUEUED:
-                level = _LEVELS[type(event)]  # the hot path: a routine line, no mapped task
-                if level >= batch.min_level:
-                    batch.add(level, event.task, event)  # type: ignore[attr-defined]
-                return
+            if self._add is not None and not self._groups:  # the hot path: no mapped task
+                kind = type(event)
+                if kind in self._queued:  # a routine line at a level a sink takes
+                    self._add(event)
+                    return
+                if kind in _QUEUED:  # a routine line below every sink's level
+                    return
             self._log(event)
         except Exception as exc:
             sink_failed(exc)
@@ -143,8 +144,10 @@ class LogListener:
         batch = self._batch
         if batch is not None:
             if group is None and isinstance(event, ROUTINE):
-                batch.add(level, task, event)
+                if type(event) in batch.queued:
+                    batch.add(event)
                 return
+            batch.sync(event.time)
             batch.flush()  # what is queued comes first
         log = logger.bind(run_id=event.run_id, task=task)
         if isinstance(event, TaskStarted):

@@ -22,7 +22,9 @@ with closures as a ``.py`` file would. Rows (µs per task = wall time / tasks):
 * ``log=True, no sink`` / ``log=False``: in-memory runs, logging on and off (the library
   default has asyncflow disabled in loguru);
 * ``CLI sinks``: in-memory run with the command line's sinks added (console at INFO to
-  a null stream, ``run.log`` at DEBUG), the cost per task above ``log=False``;
+  a null stream, ``run.log`` at DEBUG), the cost per task above ``log=False``, and above
+  ``no-op listener``: a ``log=False`` run with one listener that does nothing, i.e. the
+  events alone (the CLI's run record and progress display make them anyway);
 * ``build + run, random DAG``: declaring and validating a random DAG of as many no-op
   tasks (:func:`benchmarks.dags.build_pipeline`, ``after=`` edges) and running it in
   memory (``checkpoints=False``, logging at its default), end to end.
@@ -99,6 +101,10 @@ async def _taskgroup(n: int) -> None:
             tg.start_soon(noop)
 
 
+def _ignore(event: asyncflow.Event) -> None:
+    """A listener that does nothing: what building and dispatching the events costs."""
+
+
 def _build_and_run(dag: Any, backend: str) -> None:
     pipeline = build_pipeline(dag, name=f"random_{secrets.token_hex(4)}")
     result = anyio.run(lambda: pipeline.run(checkpoints=False), backend=backend)
@@ -150,6 +156,7 @@ def measure(backend: str, n: int, reps: int) -> list[dict[str, Any]]:
         add("anyio task per node", timed(lambda: anyio.run(_taskgroup, n, backend=backend)))
         add("log=False", timed(lambda: run(checkpoints=False, log=False)))
         add("log=True, no sink", timed(lambda: run(checkpoints=False, log=True)))
+        add("no-op listener", timed(lambda: run(checkpoints=False, log=False, listeners=[_ignore])))
         add("build + run, random DAG", timed(lambda: _build_and_run(dag, backend)))
         with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
             stderr, sys.stderr = sys.stderr, null
@@ -203,7 +210,15 @@ def table(rows: list[dict[str, Any]]) -> str:
         )
         out.append(f"| log=False | {us['log=False']:.1f} | |")
         extra = us["CLI sinks"] - us["log=False"]
-        out.append(f"| CLI sinks (console + run.log) | {us['CLI sinks']:.1f} | +{extra:.1f} µs/task |")
+        events = us["no-op listener"] - us["log=False"]
+        out.append(
+            f"| CLI sinks (console + run.log) | {us['CLI sinks']:.1f} | +{extra:.1f} µs/task "
+            f"(+{extra - events:.1f} over the no-op listener) |"
+        )
+        out.append(
+            f"| no-op listener | {us['no-op listener']:.1f} | "
+            f"+{events:.1f} µs/task: the events any listener costs |"
+        )
         e2e = us["build + run, random DAG"]
         out.append(f"| build + run, random DAG (in memory) | {e2e:.1f} | end to end (target ≤ 15 µs) |")
         out.append("")

@@ -144,8 +144,8 @@ def test_a_colored_batched_line_is_the_same_text_loguru_colors_itself() -> None:
         logger.bind(run_id="r", task="fit").info("succeeded on attempt 1 in 0.500 s")
         logger.bind(run_id="r", task="fit").debug("attempt 1 started")
         batch = LineBatch("r")
-        batch.add(20, "fit", TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.5))
-        batch.add(10, "fit", TaskStarted(run_id="r", time=0.0, task="fit", attempt=1))
+        batch.add(TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.5))
+        batch.add(TaskStarted(run_id="r", time=0.0, task="fit", attempt=1))
         batch.close()
     finally:
         logger.remove(sink)
@@ -180,7 +180,7 @@ def test_a_full_batch_is_flushed_without_waiting(monkeypatch: pytest.MonkeyPatch
     try:
         batch = LineBatch("r")
         for k in range(600):
-            batch.add(10, f"t{k}", TaskStarted(run_id="r", time=0.0, task=f"t{k}", attempt=1))
+            batch.add(TaskStarted(run_id="r", time=0.0, task=f"t{k}", attempt=1))
         assert out == [512]  # MAX_LINES, at once: the rest waits
         batch.close()
     finally:
