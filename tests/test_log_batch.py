@@ -16,7 +16,7 @@ from loguru import logger
 
 from asyncflow import Pipeline, RunContext, TaskState
 from asyncflow._events import TaskStarted, TaskSucceeded
-from asyncflow._log_batch import MAX_AGE, LineBatch, batching_sinks_only
+from asyncflow._log_batch import MAX_AGE, MAX_LINES, LineBatch, batching_sinks_only
 from asyncflow._log_sinks import _console_format, add_cli_sinks
 
 pytestmark = pytest.mark.anyio
@@ -179,14 +179,14 @@ def test_a_full_batch_is_flushed_without_waiting(monkeypatch: pytest.MonkeyPatch
     sink = logger.add(lambda m: out.append(len(m.record["extra"]["batch"])), level="DEBUG")
     try:
         batch = LineBatch("r")
-        for k in range(600):
+        for k in range(MAX_LINES + 88):
             batch.add(TaskStarted(run_id="r", time=0.0, task=f"t{k}", attempt=1))
-        assert out == [512]  # MAX_LINES, at once: the rest waits
+        assert out == [MAX_LINES]  # at once: the rest waits
         batch.close()
     finally:
         logger.remove(sink)
         logger.disable("asyncflow")
-    assert out == [512, 88]
+    assert out == [MAX_LINES, 88]
 
 
 async def test_a_task_s_own_log_line_follows_its_attempt_started_line(cli_sinks: Path) -> None:
