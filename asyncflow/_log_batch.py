@@ -218,10 +218,12 @@ class LineBatch:
                 age = time.time() - self._lines[0].time - self._offset
             except IndexError:  # none queued (or the event loop flushed them just now)
                 age = None
-            if age is not None:
-                if age >= MAX_AGE:
-                    self.flush()
-                    continue
-                self._wake.wait(MAX_AGE - age)
-            else:
+            if age is None:
                 self._wake.wait(MAX_AGE)
+            elif age < 0:  # the run's clock ran ahead of the wall's (a virtual clock): go by waits
+                self._wake.wait(MAX_AGE)
+                self.flush()
+            elif age >= MAX_AGE:
+                self.flush()
+            else:
+                self._wake.wait(MAX_AGE - age)

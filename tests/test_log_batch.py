@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,51 @@ async def test_a_task_s_own_log_line_follows_its_attempt_started_line(cli_sinks:
         said[6],
     ]
     assert said[3].startswith("ingest succeeded") and said[6].startswith("total succeeded")
+
+
+def _stamps(clock_reads: list[float], *, wait: bool) -> list[float]:
+    """The times (seconds since the epoch) of the lines of TaskStarted events at
+    ``clock_reads`` of the run's clock, flushed by ``close``, or (``wait``) each but the
+    last flushed at once and the last by the flusher thread."""
+    from datetime import datetime
+
+    out: list[float] = []
+    logger.enable("asyncflow")
+
+    def sink_(message: Any) -> None:
+        out.extend(datetime.fromisoformat(line[0]).timestamp() for line in message.record["extra"]["batch"])
+
+    sink = logger.add(sink_, level="DEBUG")
+    try:
+        batch = LineBatch("r")
+        for k, now in enumerate(clock_reads):
+            batch.add(TaskStarted(run_id="r", time=now, task=f"t{k}", attempt=1))
+            if wait and k < len(clock_reads) - 1:
+                batch.flush()  # as a failure's line would: the next line starts a batch
+        if wait:
+            deadline = time.monotonic() + 50 * MAX_AGE
+            while len(out) < len(clock_reads) and time.monotonic() < deadline:
+                time.sleep(MAX_AGE / 4)
+            assert len(out) == len(clock_reads), "the flusher thread did not write the lines"
+        batch.close()
+    finally:
+        logger.remove(sink)
+        logger.disable("asyncflow")
+    return out
+
+
+def test_a_line_s_time_is_the_wall_time_of_its_event_whatever_the_run_s_clock() -> None:
+    before = time.time()
+    # trio's clock starts at a random offset; the run's clock is anything monotonic
+    stamps = _stamps([123_456.0, 123_456.25, 123_457.0], wait=False)
+    assert len(stamps) == 3
+    assert before - 0.01 <= stamps[0] <= time.time() + 0.01  # the first line syncs the offset
+    assert stamps[1] - stamps[0] == pytest.approx(0.25, abs=0.002)  # milliseconds in the text
+    assert stamps[2] - stamps[0] == pytest.approx(1.0, abs=0.002)
+
+
+def test_the_flusher_thread_writes_lines_whose_clock_runs_ahead_of_the_wall() -> None:
+    # A virtual clock jumped an hour ahead: the last line's age is negative (-3600 s), and
+    # it is written within a few tenths of a second all the same.
+    stamps = _stamps([0.0, 3600.0], wait=True)
+    assert len(stamps) == 2 and stamps[1] - stamps[0] == pytest.approx(3600.0, abs=0.002)
