@@ -236,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if workdir.exists() and not workdir.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a directory")
+        for part in ("checkpoints", "runs"):  # the folders a run writes in it
+            if (workdir / part).exists() and not (workdir / part).is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{part!r} in it is a file, not a directory")
         workdir.mkdir(parents=True, exist_ok=True)
         if not os.access(workdir, os.W_OK):
             raise PermissionError(f"permission denied: {str(workdir)!r}")

@@ -235,6 +235,19 @@ def test_a_workdir_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
     assert afile.read_text() == "not a directory\n"
 
 
+@pytest.mark.parametrize("part", ["checkpoints", "runs"])
+def test_a_file_where_the_run_s_folders_go_is_one_usage_error(tmp_path: Path, part: str) -> None:
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / part).write_text("kept\n")
+    result = asyncflow("pipelines.prices", "--workdir", workdir)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"cannot use working directory {str(workdir)!r}: {part!r} in it is a file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (workdir / part).read_text() == "kept\n"
+    assert sorted(p.name for p in workdir.iterdir()) == [part]  # nothing started: no run folder
+
+
 def test_a_deleted_report_is_written_again_by_the_next_run(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     assert asyncflow("pipelines.prices", "--workdir", workdir).returncode == 0
