@@ -274,3 +274,23 @@ class RunFailedError(AsyncflowError):
         lines = [f"{name}: {type(exc).__name__}: {exc}" for name, exc in self.errors.items()]
         count = len(lines)
         super().__init__(f"{count} task{'s' if count != 1 else ''} failed: " + "; ".join(lines))
+
+
+def printable(error: Exception) -> Exception:
+    """``error`` itself when ``str(error)`` works, else a :class:`RuntimeError` that names its
+    type and why its message failed, with its traceback (and without its chain, which
+    would fail again), so that the log, the summary and the run record can tell it.
+
+    The original is kept as the new error's ``unprintable`` attribute. Retry policies see
+    the original: the runner calls this only to report an attempt that failed.
+    """
+    try:
+        str(error)
+    except Exception as broken:
+        stand_in = RuntimeError(
+            f"{type(error).__name__} (its message could not be made: str() raised {type(broken).__name__})"
+        )
+        stand_in.unprintable = error  # type: ignore[attr-defined]
+        stand_in.__suppress_context__ = True
+        return stand_in.with_traceback(error.__traceback__)
+    return error

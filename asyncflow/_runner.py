@@ -81,6 +81,7 @@ from ._errors import (
     CheckpointError,
     ForgottenAwaitError,
     TaskPicklingError,
+    printable,
 )
 from ._events import (
     AttemptFailed,
@@ -309,6 +310,7 @@ class Run(CheckpointedRun):
                     attempt, exc
                 )
                 delay = policy.delay_for(attempt, self.rng) if retry else None
+                error = printable(exc)  # what the log, summary and record can put in words
                 if self.listeners:
                     self.emit(
                         AttemptFailed(
@@ -316,12 +318,12 @@ class Run(CheckpointedRun):
                             time=self.now(),
                             task=name,
                             attempt=attempt,
-                            error=exc,
+                            error=error,
                             retry_in=delay,
                         )
                     )
                 if delay is None:
-                    self.fail(i, exc)
+                    self.fail(i, error)
                     return
                 await anyio.sleep(delay)
                 continue

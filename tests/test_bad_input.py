@@ -591,3 +591,37 @@ def test_a_pipeline_file_elsewhere_runs_on_worker_processes(tmp_path: Path) -> N
     out = cli(path, "--workdir", tmp_path / "w", "--executor", "processes", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["tasks"]["square"]["result"] == [1, 4, 9]
+
+
+def test_an_unprintable_error_is_reported_not_a_crash(tmp_path: Path) -> None:
+    module = write_pipeline(
+        tmp_path,
+        """
+        import asyncflow
+
+        p = asyncflow.Pipeline("unprintable")
+
+        class Weird(Exception):
+            def __str__(self):
+                raise RuntimeError("str broke")
+
+        @p.task()
+        async def fine() -> int:
+            return 2
+
+        @p.task(retries=1, retry_delay=0.01, retry_on=(Weird,))
+        async def weird(fine: int) -> int:
+            raise Weird()
+        """,
+    )
+    workdir = tmp_path / "w"
+    result = cli(module, "--workdir", workdir, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "sink raised" not in result.stderr
+    assert states(result.stdout) == {"fine": "succeeded", "weird": "failed"}
+    why = "Weird (its message could not be made: str() raised RuntimeError)"
+    assert f"task 'weird' failed: RuntimeError: {why}" in result.stderr.splitlines()[-1]
+    log = next(workdir.glob("runs/*/run.log")).read_text(encoding="utf-8")
+    assert "attempt 1 failed" in log and "failed after 2 attempts" in log  # retried on the original type
+    record = json.loads(next(workdir.glob("runs/*/record.json")).read_text(encoding="utf-8"))
+    assert record["status"] == "failed", record["status"]
