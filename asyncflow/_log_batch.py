@@ -53,10 +53,6 @@ console still reads as live)."""
 ROUTINE = (TaskStarted, TaskSucceeded, TaskCached)
 """The events whose lines are queued: two or three per task."""
 
-LEVELS: dict[type[Event], int] = {TaskStarted: 10, TaskSucceeded: 20, TaskCached: 20}
-"""The loguru level number of each routine event's line (DEBUG 10, INFO 20)."""
-_NAMES = {10: "DEBUG  ", 20: "INFO   "}  # padded to 7, as loguru's ``{level: <7}``
-
 Line = tuple[str, str, int, str, str, str]
 """A batched line: ``(ISO 8601 local time to the millisecond with its UTC offset,
 HH:MM:SS.mmm, level number, level name padded to 7 characters, task, message)``."""
@@ -102,13 +98,15 @@ def _cached(event: TaskCached) -> str:
     return f"cached (checkpoint matches cache key {event.cache_key[:12]}…)"
 
 
-_MESSAGES: dict[type[Event], Callable[[Any], str]] = {
-    TaskStarted: _started,
-    TaskSucceeded: _succeeded,
-    TaskCached: _cached,
+_KINDS: dict[type[Event], tuple[int, str, Callable[[Any], str]]] = {
+    TaskStarted: (10, "DEBUG  ", _started),
+    TaskSucceeded: (20, "INFO   ", _succeeded),
+    TaskCached: (20, "INFO   ", _cached),
 }
-_KINDS = {kind: (LEVELS[kind], _NAMES[LEVELS[kind]], message) for kind, message in _MESSAGES.items()}
-"""``{routine event type: (level number, padded level name, its message)}``."""
+"""``{routine event type: (loguru level number, its name padded to 7 as loguru's
+``{level: <7}``, the line's message)}``."""
+LEVELS = {kind: level for kind, (level, _, _) in _KINDS.items()}
+"""The loguru level number of each routine event's line (DEBUG 10, INFO 20)."""
 
 
 def routine_message(event: Event) -> str:
@@ -117,10 +115,10 @@ def routine_message(event: Event) -> str:
     Raises:
         TypeError: ``event`` is not one of :data:`ROUTINE`.
     """
-    message = _MESSAGES.get(type(event))
-    if message is None:
+    kind = _KINDS.get(type(event))
+    if kind is None:
         raise TypeError(f"not a routine event: {type(event).__name__}")
-    return message(event)
+    return kind[2](event)
 
 
 class LineBatch:
@@ -189,7 +187,7 @@ class LineBatch:
             zone = datetime.now().astimezone().tzinfo  # as loguru's own record times
             batch: list[Line] = []
             append, kinds = batch.append, _KINDS
-            last, stamp, clock, top = -1, "", "", 0
+            last, stamp, clock, top, top_name = -1, "", "", 0, ""
             offset = self._offset
             for event in queued:
                 wall = event.time + offset
@@ -200,10 +198,11 @@ class LineBatch:
                     clock = stamp[11:23]  # HH:MM:SS.mmm
                 level, name, message = kinds[type(event)]
                 if level > top:
-                    top = level
+                    top, top_name = level, name
                 append((stamp, clock, level, name, event.task, message(event)))  # type: ignore[attr-defined]
-            name = "DEBUG" if top == 10 else "INFO"
-            logger.bind(run_id=self.run_id, task="-", batch=batch).log(name, "{} log lines", len(batch))
+            logger.bind(run_id=self.run_id, task="-", batch=batch).log(
+                top_name.rstrip(), "{} log lines", len(batch)
+            )
 
     def close(self) -> None:
         """Flush what is queued and stop the flusher thread."""

@@ -89,8 +89,6 @@ class LogListener:
         self._groups: dict[str, list[int]] = {}
         """``{expanded mapped task: [instances succeeded, instances cached, instances]}``."""
         self._batch = batch
-        self._add = batch.add if batch is not None else None
-        self._queued = batch.queued if batch is not None else frozenset()
 
     @classmethod
     def for_run(cls, run_id: str) -> LogListener:
@@ -116,13 +114,11 @@ class LogListener:
         """Log ``event``; a loguru sink that raises (``catch=False``) drops the line, never
         the run (see :func:`asyncflow._context.sink_failed`)."""
         try:
-            if self._add is not None and not self._groups:  # the hot path: no mapped task
-                kind = type(event)
-                if kind in self._queued:  # a routine line at a level a sink takes
-                    self._add(event)
-                    return
-                if kind in _QUEUED:  # a routine line below every sink's level
-                    return
+            batch = self._batch
+            if batch is not None and not self._groups and type(event) in _QUEUED:
+                if type(event) in batch.queued:  # the hot path: a routine line, no mapped task
+                    batch.add(event)
+                return  # (or one below every sink's level)
             self._log(event)
         except Exception as exc:
             sink_failed(exc)
