@@ -1,24 +1,32 @@
 """The command line's loguru sinks: the console and the run's ``run.log``.
 
-Only the command line calls :func:`add_cli_sinks`. Both sinks render the batches of
-routine lines :mod:`asyncflow._log_batch` hands to loguru, line by line, in the text a
-record of each line's own would have.
+Only the command line calls :func:`add_cli_sinks`. Both sinks write the batches of
+routine lines :mod:`asyncflow._log_batch` hands to loguru: :func:`batch_renderer` writes
+each line of a batch, in the text a record of the line's own would have.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from loguru import logger
 
-from ._log_batch import Line, flush_queued, register_sinks
+from ._events import Event, TaskStarted, TaskSucceeded
+from ._log_batch import CACHED, STARTED, SUCCEEDED, Render, flush_queued, register_sinks
 
-__all__ = ["CONSOLE_FORMAT", "FILE_FORMAT", "LogFile", "add_cli_sinks", "log_file_failure"]
+__all__ = [
+    "CONSOLE_FORMAT",
+    "FILE_FORMAT",
+    "BatchText",
+    "LogFile",
+    "add_cli_sinks",
+    "batch_renderer",
+    "log_file_failure",
+]
 
 CONSOLE_FORMAT = (
     "<green>{extra[clock]}</green> <level>{level: <7}</level> <cyan>{extra[task]}</cyan> {message}"
@@ -40,57 +48,102 @@ _GREEN, _CYAN, _RESET = "\x1b[32m", "\x1b[36m", "\x1b[0m"
 _LEVEL_COLOR = {10: "\x1b[34m\x1b[1m", 20: "\x1b[1m"}
 
 
-def _console_text(batch: list[Line], min_level: int) -> str:
-    return "".join([f"{c} {n} {t} {m}\n" for _, c, level, n, t, m in batch if level >= min_level])
+class BatchText(NamedTuple):
+    """A batch of routine lines as the CLI's sinks write them (``extra["batch"]`` of the
+    batch's record): each a ``str`` of whole lines, each line ending in a newline."""
+
+    console: str
+    """The lines at or above the console's level, as :data:`CONSOLE_FORMAT` writes them."""
+    file: str
+    """Every line, as :data:`FILE_FORMAT` writes them (empty when there is no log file)."""
 
 
-def _console_text_colored(batch: list[Line], min_level: int) -> str:
+def batch_renderer(console_level: int, *, colored: bool, file: bool) -> Render:
+    """The :data:`~asyncflow._log_batch.Render` of the CLI's sinks: one pass over a batch's
+    events writes the console's lines (those at or above ``console_level``, a loguru level
+    number; ``colored``: with loguru's ANSI codes for the format's markup) and, if
+    ``file``, the log file's, as :class:`BatchText`.
+
+    Lines of the same millisecond share the text before their task (time, level, run id),
+    made once (``datetime.isoformat`` was a third of the cost of a line): events come in
+    the run's clock order, so a line reuses the text until its time reaches the next
+    millisecond's, one comparison per line. A line's time is rounded to the microsecond
+    first, as ``datetime`` rounds loguru's own record times. The messages are
+    :mod:`asyncflow._log_batch`'s, as a record of the line's own has them.
+    """
     g, y, r, colors = _GREEN, _CYAN, _RESET, _LEVEL_COLOR
-    return "".join(
-        [
-            f"{g}{c}{r} {colors[level]}{n}{r} {y}{t}{r} {m}\n"
-            for _, c, level, n, t, m in batch
-            if level >= min_level
-        ]
-    )
+    debug_console, info_console = console_level <= 10, console_level <= 20
+
+    def render(events: list[Event], offset: float, run_id: str) -> tuple[str, BatchText]:
+        zone = datetime.now().astimezone().tzinfo  # as loguru's own record times
+        run = f"run={run_id} task="
+        console: list[str] = []
+        written: list[str] = []
+        say, write = console.append, written.append
+        started, succeeded, cached = STARTED, SUCCEEDED, CACHED
+        start, end, top = 0.0, -1.0, 10
+        file_debug = file_info = console_debug = console_info = ""
+        for event in events:
+            now = event.time
+            if not start <= now < end:  # another millisecond (in the run's clock)
+                wall = now + offset
+                ms = round(wall * 1e6) // 1000
+                stamp = datetime.fromtimestamp(wall, zone).isoformat(timespec="milliseconds")
+                clock = stamp[11:23]  # HH:MM:SS.mmm
+                start, end = (ms - 0.0005) / 1000 - offset, (ms + 0.9995) / 1000 - offset
+                file_debug, file_info = f"{stamp} DEBUG   {run}", f"{stamp} INFO    {run}"
+                if colored:
+                    console_debug = f"{g}{clock}{r} {colors[10]}DEBUG  {r} {y}"
+                    console_info = f"{g}{clock}{r} {colors[20]}INFO   {r} {y}"
+                else:
+                    console_debug, console_info = f"{clock} DEBUG   ", f"{clock} INFO    "
+            task = event.task  # type: ignore[attr-defined]
+            if type(event) is TaskStarted:
+                message = started % event.attempt
+                file_head, console_head, to_console = file_debug, console_debug, debug_console
+            else:
+                if type(event) is TaskSucceeded:
+                    message = succeeded % (event.attempt, event.duration)
+                else:
+                    message = cached % event.cache_key[:12]  # type: ignore[attr-defined]
+                file_head, console_head, to_console, top = file_info, console_info, info_console, 20
+            line = f"{task} {message}\n"
+            if file:
+                write(file_head)
+                write(line)
+            if to_console:
+                say(console_head)
+                say(f"{task}{r} {message}\n" if colored else line)
+        return ("INFO" if top == 20 else "DEBUG"), BatchText("".join(console), "".join(written))
+
+    return render
 
 
-def _file_text(batch: list[Line], run_id: str) -> str:
-    run = f"run={run_id} task="
-    return "".join([f"{s} {n} {run}{t} {m}\n" for s, _, _, n, t, m in batch])
-
-
-def _console_format(min_level: int, colored: bool) -> Callable[[Any], str]:
-    """The console sink's format for ``min_level`` (a loguru level number): the clock made
-    with one f-string (loguru's own ``{time:HH:mm:ss.SSS}`` cost about 8 µs a line, more
-    than the rest of it); a batch of lines (see :mod:`asyncflow._log_batch`) rendered
-    line by line, in the same text and colors.
+def _console_format(record: Any) -> str:
+    """The console sink's format: the clock made with one f-string (loguru's own
+    ``{time:HH:mm:ss.SSS}`` cost about 8 µs a line, more than the rest of it); a batch of
+    lines (see :mod:`asyncflow._log_batch`) as :func:`batch_renderer` wrote them.
 
     A callable format gets no ``{exception}`` appended: one line on the console;
     tracebacks go to the log file.
     """
-    text = _console_text_colored if colored else _console_text
-
-    def console_format(record: Any) -> str:
-        extra = record["extra"]
-        batch = extra.get("batch")
-        if batch is not None:
-            extra["text"] = text(batch, min_level)
-            return "{extra[text]}"
-        extra["clock"] = _clock(record["time"])
-        return CONSOLE_FORMAT + "\n"
-
-    return console_format
+    extra = record["extra"]
+    batch = extra.get("batch")
+    if batch is not None:
+        extra["text"] = batch.console
+        return "{extra[text]}"
+    extra["clock"] = _clock(record["time"])
+    return CONSOLE_FORMAT + "\n"
 
 
 def _file_format(record: Any) -> str:
     """The log file's format: the time by ``datetime.isoformat`` (the same text as loguru's
     ``{time:YYYY-MM-DDTHH:mm:ss.SSSZZ}``, at a fraction of its cost), then the traceback;
-    a batch of lines rendered line by line, in the same text."""
+    a batch of lines as :func:`batch_renderer` wrote them."""
     extra = record["extra"]
     batch = extra.get("batch")
     if batch is not None:
-        extra["text"] = _file_text(batch, extra["run_id"])
+        extra["text"] = batch.file
         return "{extra[text]}"
     extra["stamp"] = record["time"].isoformat(timespec="milliseconds")
     return FILE_FORMAT + "\n{exception}"
@@ -208,7 +261,7 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
         logger.add(
             stream,
             level=level,
-            format=_console_format(logger.level(level).no, colored) if not json_lines else "{message}",
+            format=_console_format if not json_lines else "{message}",
             colorize=colored,
             serialize=json_lines,
             backtrace=False,
@@ -232,5 +285,9 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
                 colorize=False,
             )
         )
-    register_sinks(ids if not json_lines else ())  # JSON lines: one record per line, unbatched
+    if json_lines:
+        register_sinks(())  # JSON lines: one record per line, unbatched
+    else:
+        render = batch_renderer(logger.level(level).no, colored=colored, file=log_file is not None)
+        register_sinks(ids, render)
     return ids

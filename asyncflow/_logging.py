@@ -17,6 +17,7 @@ from ._context import sink_failed
 from ._events import (
     AttemptFailed,
     Event,
+    Listener,
     RunFinished,
     RunStarted,
     TaskCached,
@@ -89,6 +90,12 @@ class LogListener:
         self._groups: dict[str, list[int]] = {}
         """``{expanded mapped task: [instances succeeded, instances cached, instances]}``."""
         self._batch = batch
+        self._fast: set[type[Event]] = set()
+        """The event types :attr:`listen` queues without a call: the batch's, once it has
+        a line, and while no mapped task is expanded (then each line is counted first)."""
+        self.listen: Listener = self.__call__ if batch is None else batch.listener(self._fast, self.__call__)
+        """The fastest way to call this listener: with a batch, a function that queues a
+        routine line itself and hands any other event to :meth:`__call__`."""
 
     @classmethod
     def for_run(cls, run_id: str) -> LogListener:
@@ -114,19 +121,21 @@ class LogListener:
         """Log ``event``; a loguru sink that raises (``catch=False``) drops the line, never
         the run (see :func:`asyncflow._context.sink_failed`)."""
         try:
-            batch = self._batch
-            if batch is not None and not self._groups and type(event) in _QUEUED:
-                if type(event) in batch.queued:  # the hot path: a routine line, no mapped task
-                    batch.add(event)
-                return  # (or one below every sink's level)
             self._log(event)
         except Exception as exc:
             sink_failed(exc)
 
     def _log(self, event: Event) -> None:
+        batch = self._batch
+        if batch is not None and not self._groups and type(event) in _QUEUED:
+            if type(event) in batch.queued:
+                batch.add(event)
+                self._fast.update(batch.queued)  # the next ones go straight to the batch
+            return  # (or a routine line below every sink's level)
         group: list[int] | None = None  # when a mapped task ends: its instances' counts
         if isinstance(event, TaskMapped):  # counted whatever the level: the summary line needs it
             self._groups[event.task] = [0, 0, event.count]
+            self._fast.clear()
         elif self._groups and isinstance(event, TaskSucceeded | TaskCached | TaskFailed | TaskSkipped):
             group = self._groups.pop(event.task, None)
             parent = instance_of(event.task) if group is None else None
@@ -137,7 +146,6 @@ class LogListener:
         if not _wanted(level):
             return  # no sink would keep the line: build nothing (the default when embedded)
         task = getattr(event, "task", "-")
-        batch = self._batch
         if batch is not None:
             if group is None and isinstance(event, ROUTINE):
                 if type(event) in batch.queued:

@@ -16,9 +16,9 @@ import pytest
 from loguru import logger
 
 from asyncflow import Pipeline, RunContext, TaskState
-from asyncflow._events import TaskStarted, TaskSucceeded
-from asyncflow._log_batch import MAX_AGE, MAX_LINES, LineBatch, batching_sinks_only
-from asyncflow._log_sinks import _console_format, add_cli_sinks
+from asyncflow._events import TaskCached, TaskStarted, TaskSucceeded
+from asyncflow._log_batch import MAX_AGE, MAX_LINES, LineBatch, batching_sinks_only, routine_message
+from asyncflow._log_sinks import _console_format, _file_format, add_cli_sinks, batch_renderer
 
 pytestmark = pytest.mark.anyio
 
@@ -137,24 +137,40 @@ async def test_json_lines_on_the_console_are_one_record_per_event(
     assert len(docs) == 10 and docs[1]["record"]["message"] == "attempt 1 started"
 
 
-def test_a_colored_batched_line_is_the_same_text_loguru_colors_itself() -> None:
-    out = io.StringIO()
+ROUTINE_EVENTS = [
+    TaskStarted(run_id="r", time=0.0, task="fit", attempt=2),
+    TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.5),
+    TaskCached(run_id="r", time=0.0, task="fit", cache_key="3f2a9c41d0e8" + "0" * 52),
+]
+
+
+@pytest.mark.parametrize("colored", [False, True], ids=["plain", "colored"])
+def test_a_batched_line_is_the_text_of_a_record_of_its_own(colored: bool) -> None:
+    console, log_file = io.StringIO(), io.StringIO()
     logger.enable("asyncflow")
-    sink = logger.add(out, level="DEBUG", format=_console_format(10, True), colorize=True)
+    sinks = [
+        logger.add(console, level="DEBUG", format=_console_format, colorize=colored),
+        logger.add(log_file, level="DEBUG", format=_file_format, colorize=False),
+    ]
     try:
-        logger.bind(run_id="r", task="fit").info("succeeded on attempt 1 in 0.500 s")
-        logger.bind(run_id="r", task="fit").debug("attempt 1 started")
-        batch = LineBatch("r")
-        batch.add(TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.5))
-        batch.add(TaskStarted(run_id="r", time=0.0, task="fit", attempt=1))
+        for event in ROUTINE_EVENTS:  # each a record of its own, as an application's sink gets them
+            log = logger.bind(run_id="r", task="fit")
+            log.log("DEBUG" if isinstance(event, TaskStarted) else "INFO", routine_message(event))
+        batch = LineBatch("r", render=batch_renderer(10, colored=colored, file=True))
+        for event in ROUTINE_EVENTS:
+            batch.add(event)
         batch.close()
     finally:
-        logger.remove(sink)
+        for sink in sinks:
+            logger.remove(sink)
         logger.disable("asyncflow")
-    clock = re.compile(r"\d\d:\d\d:\d\d\.\d{3}")
-    own_info, own_debug, batched_info, batched_debug = clock.sub("T", out.getvalue()).splitlines()
-    assert "\x1b[" in own_info and batched_info == own_info
-    assert batched_debug == own_debug
+    times = re.compile(STAMP + "|" + r"\d\d:\d\d:\d\d\.\d{3}")
+    for out in (console, log_file):
+        lines = [times.sub("T", line) for line in out.getvalue().splitlines()]
+        own, batched = lines[:3], lines[3:]
+        assert len(batched) == 3 and batched == own
+    assert ("\x1b[" in console.getvalue()) is colored
+    assert "task=fit cached (checkpoint matches cache key 3f2a9c41d0e8…)" in log_file.getvalue()
 
 
 async def test_a_console_above_info_gets_no_routine_line(
@@ -177,9 +193,9 @@ def test_a_full_batch_is_flushed_without_waiting(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("asyncflow._log_batch.MAX_AGE", 60.0)  # the flusher thread stays out of it
     out: list[int] = []
     logger.enable("asyncflow")
-    sink = logger.add(lambda m: out.append(len(m.record["extra"]["batch"])), level="DEBUG")
+    sink = logger.add(lambda m: out.append(len(m.record["extra"]["batch"].file.splitlines())), level="DEBUG")
     try:
-        batch = LineBatch("r")
+        batch = LineBatch("r", render=batch_renderer(20, colored=False, file=True))
         for k in range(MAX_LINES + 88):
             batch.add(TaskStarted(run_id="r", time=0.0, task=f"t{k}", attempt=1))
         assert out == [MAX_LINES]  # at once: the rest waits
@@ -226,11 +242,12 @@ def _stamps(clock_reads: list[float], *, wait: bool) -> list[float]:
     logger.enable("asyncflow")
 
     def sink_(message: Any) -> None:
-        out.extend(datetime.fromisoformat(line[0]).timestamp() for line in message.record["extra"]["batch"])
+        lines = message.record["extra"]["batch"].file.splitlines()
+        out.extend(datetime.fromisoformat(line.split(" ", 1)[0]).timestamp() for line in lines)
 
     sink = logger.add(sink_, level="DEBUG")
     try:
-        batch = LineBatch("r")
+        batch = LineBatch("r", render=batch_renderer(20, colored=False, file=True))
         for k, now in enumerate(clock_reads):
             batch.add(TaskStarted(run_id="r", time=now, task=f"t{k}", attempt=1))
             if wait and k < len(clock_reads) - 1:
