@@ -15,7 +15,7 @@ import anyio
 import pytest
 from loguru import logger
 
-from asyncflow import Pipeline, RunContext, TaskState
+from asyncflow import Pipeline, RunContext, TaskState, each
 from asyncflow._events import TaskCached, TaskStarted, TaskSucceeded
 from asyncflow._log_batch import MAX_AGE, MAX_LINES, LineBatch, batching_sinks_only, routine_message
 from asyncflow._log_sinks import _console_format, _file_format, add_cli_sinks, batch_renderer
@@ -138,7 +138,11 @@ async def test_json_lines_on_the_console_are_one_record_per_event(
 
 
 ROUTINE_EVENTS = [
+    TaskStarted(run_id="r", time=0.0, task="fit", attempt=1),  # the renderer's made-once texts
+    TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.000499),
     TaskStarted(run_id="r", time=0.0, task="fit", attempt=2),
+    TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=2, duration=0.0002),
+    TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.0005),
     TaskSucceeded(run_id="r", time=0.0, task="fit", attempt=1, duration=0.5),
     TaskCached(run_id="r", time=0.0, task="fit", cache_key="3f2a9c41d0e8" + "0" * 52),
 ]
@@ -167,10 +171,12 @@ def test_a_batched_line_is_the_text_of_a_record_of_its_own(colored: bool) -> Non
     times = re.compile(STAMP + "|" + r"\d\d:\d\d:\d\d\.\d{3}")
     for out in (console, log_file):
         lines = [times.sub("T", line) for line in out.getvalue().splitlines()]
-        own, batched = lines[:3], lines[3:]
-        assert len(batched) == 3 and batched == own
+        own, batched = lines[: len(ROUTINE_EVENTS)], lines[len(ROUTINE_EVENTS) :]
+        assert len(batched) == len(ROUTINE_EVENTS) and batched == own
     assert ("\x1b[" in console.getvalue()) is colored
-    assert "task=fit cached (checkpoint matches cache key 3f2a9c41d0e8…)" in log_file.getvalue()
+    said = log_file.getvalue()
+    assert "task=fit cached (checkpoint matches cache key 3f2a9c41d0e8…)" in said
+    assert "task=fit succeeded on attempt 1 in 0.000 s" in said and "attempt 1 in 0.001 s" in said
 
 
 async def test_a_console_above_info_gets_no_routine_line(
@@ -279,3 +285,38 @@ def test_the_flusher_thread_writes_lines_whose_clock_runs_ahead_of_the_wall() ->
     # it is written within a few tenths of a second all the same.
     stamps = _stamps([0.0, 3600.0], wait=True)
     assert len(stamps) == 2 and stamps[1] - stamps[0] == pytest.approx(3600.0, abs=0.002)
+
+
+async def test_lines_after_a_mapped_task_are_queued_again_and_none_is_lost(cli_sinks: Path) -> None:
+    # Routine lines go straight to the batch until a task is mapped (each instance's line
+    # is then counted first), and straight again once no mapped task is open.
+    p = Pipeline("mapped")
+
+    @p.task
+    async def first() -> list[int]:
+        return [1, 2, 3]
+
+    @p.task(inputs={"x": each("first")})
+    async def double(x: int) -> int:
+        return 2 * x
+
+    @p.task
+    async def total(double: list[int]) -> int:
+        return sum(double)
+
+    @p.task
+    async def last(total: int) -> int:
+        return total
+
+    result = await p.run(checkpoints=False)
+    assert result.ok and result.tasks["last"].result == 12
+    said = [line.split(" task=", 1)[1] for line in (await anyio.Path(cli_sinks).read_text()).splitlines()]
+    said = [re.sub(r"in \d\.\d{3} s", "in T s", line) for line in said]
+    started = [line.split()[0] for line in said if line.endswith(" attempt 1 started")]
+    succeeded = [line.split()[0] for line in said if line.endswith(" succeeded on attempt 1 in T s")]
+    instances = ["double[0]", "double[1]", "double[2]"]
+    assert sorted(started) == sorted(succeeded) == sorted(["first", "last", "total", *instances])
+    assert "double all 3 instances succeeded in T s" in said
+    assert said.index("double all 3 instances succeeded in T s") < said.index("total attempt 1 started")
+    assert said[-3:] == ["last attempt 1 started", "last succeeded on attempt 1 in T s", said[-1]]
+    assert said[-1].startswith("- run ") and said[-1].endswith(": 6 succeeded")
