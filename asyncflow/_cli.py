@@ -249,7 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sinks = frozenset(node.name for node in graph.nodes if not node.downstream)
     recorder = RunRecorder()
+    display = terminal_display() if not args.log_json else None  # live progress on a terminal
     tracker = TaskTracker(recorder, pipeline.name, [node.name for node in graph.nodes], params)
+
+    def abandon() -> None:  # a second signal: the process ends without further cleanup
+        if display is not None:
+            display.abandon()  # first: it cannot fail, saving the record can
+        save_now(recorder, workdir / "runs")
+
     guard = SignalGuard(
         tracker,
         grace=args.grace,
@@ -257,10 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps(run_json(r, log_file, graph)) if args.json else render_summary(r, sinks, graph)
         ),
         log_file=log_file,
-        on_abandon=lambda: save_now(recorder, workdir / "runs"),
+        on_abandon=abandon,
     )
-
-    display = terminal_display() if not args.log_json else None  # live progress on a terminal
 
     async def run() -> RunResult | None:
         return await guard.run(

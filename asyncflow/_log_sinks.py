@@ -8,6 +8,7 @@ each line of a batch, in the text a record of the line's own would have.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from loguru import logger
 
 from ._events import Event, TaskStarted, TaskSucceeded
 from ._log_batch import CACHED, STARTED, SUCCEEDED, Render, flush_queued, register_sinks
+from ._progress import stderr_is_terminal
 
 __all__ = [
     "CONSOLE_FORMAT",
@@ -244,7 +246,9 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
     """Enable asyncflow's logging and add the command line's sinks.
 
     Removes loguru's default sink, then adds stderr at ``level`` (colored when stderr is a
-    terminal; tracebacks are left to the log file) and, if ``log_file`` is given, a
+    terminal that takes control characters, see
+    :func:`asyncflow._progress.stderr_is_terminal`, and ``NO_COLOR`` is unset or empty;
+    tracebacks are left to the log file) and, if ``log_file`` is given, a
     DEBUG-level file sink with full tracebacks.
 
     Args:
@@ -265,7 +269,9 @@ def add_cli_sinks(*, level: str, log_file: Path | None, json_lines: bool = False
     logger.configure(extra={"run_id": "-", "task": "-"}, patcher=flush_queued if not json_lines else None)
 
     stream = _CurrentStderr()
-    colored = not json_lines and stream.isatty()  # what loguru decides for this stream
+    # Colors on a terminal that takes them (as the live display decides), unless NO_COLOR
+    # is set (https://no-color.org: present and not empty).
+    colored = not json_lines and stderr_is_terminal() and not os.environ.get("NO_COLOR")
     ids = [
         logger.add(
             stream,

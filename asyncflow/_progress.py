@@ -31,6 +31,7 @@ only when stderr is a terminal; elsewhere (CI, pipes) it logs plain lines instea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -193,6 +194,21 @@ class ProgressDisplay:
         if live is not None:
             live.stop()
 
+    def abandon(self) -> None:
+        """Give the terminal back at once, for a process about to end from a signal handler
+        (a second Ctrl-C): show the cursor the live display hid, with one ``os.write`` to
+        the console's file descriptor and none of rich's locks (the interrupted thread may
+        hold them). Does nothing when the display is not running or its console has no
+        file descriptor."""
+        if self._live is None:
+            return
+        try:
+            fd = self.console.file.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        with contextlib.suppress(OSError):
+            os.write(fd, b"\x1b[?25h\n")  # show the cursor; what follows starts a line
+
     def render(self) -> RenderableType:
         """The current frame (a ``rich`` renderable); called by rich's refresh thread."""
         from rich.console import Group
@@ -285,16 +301,17 @@ def _stdout_is_terminal() -> bool:
         return False
 
 
-def terminal_display() -> ProgressDisplay | None:
-    """A :class:`ProgressDisplay` on stderr when stderr is a terminal, else ``None``.
-
-    ``TERM=dumb`` counts as no terminal. This is the command line's test; anything else
-    (CI logs, pipes, files) gets plain log lines with no control characters.
-    """
+def stderr_is_terminal() -> bool:
+    """Whether ``sys.stderr`` is a terminal that takes control characters: a tty, and
+    ``TERM`` is not ``dumb``. The command line's one test, for the live display and for
+    colored log lines; anything else (CI logs, pipes, files) gets plain lines."""
     try:
         tty = sys.stderr.isatty()
     except (AttributeError, ValueError):
-        return None
-    if not tty or os.environ.get("TERM") == "dumb":
-        return None
-    return ProgressDisplay()
+        return False
+    return tty and os.environ.get("TERM") != "dumb"
+
+
+def terminal_display() -> ProgressDisplay | None:
+    """A :class:`ProgressDisplay` on stderr when :func:`stderr_is_terminal`, else ``None``."""
+    return ProgressDisplay() if stderr_is_terminal() else None

@@ -103,21 +103,27 @@ def test_pipes_get_plain_log_lines_without_control_characters(tmp_path: Path) ->
     assert "tasks done" not in err  # no progress display off a terminal
 
 
-def test_a_terminal_gets_the_live_display(tmp_path: Path) -> None:
+SLOWISH = (
+    "import anyio, asyncflow\n"
+    "pipeline = asyncflow.Pipeline('slowish')\n"
+    "@pipeline.task\n"
+    "async def warmup() -> int:\n"
+    "    return 1\n"
+    "@pipeline.task(checkpoint=False)\n"
+    "async def long_task(warmup: int) -> int:\n"
+    "    await anyio.sleep(1.0)\n"
+    "    return warmup\n"
+)
+
+
+def _on_a_terminal(tmp_path: Path, **env: str) -> tuple[int, str]:
+    """Run the CLI on SLOWISH with a pseudo-terminal as its stdin, stdout and stderr, with
+    ``env`` over a 120x40 xterm's; return its exit code and everything it wrote."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     module = tmp_path / "slowish.py"
-    module.write_text(
-        "import anyio, asyncflow\n"
-        "pipeline = asyncflow.Pipeline('slowish')\n"
-        "@pipeline.task\n"
-        "async def warmup() -> int:\n"
-        "    return 1\n"
-        "@pipeline.task(checkpoint=False)\n"
-        "async def long_task(warmup: int) -> int:\n"
-        "    await anyio.sleep(1.0)\n"
-        "    return warmup\n"
-    )
+    module.write_text(SLOWISH)
     controller, terminal = pty.openpty()
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "asyncflow", str(module), "--workdir", str(tmp_path / "wd")],
         stdin=terminal,
@@ -142,9 +148,14 @@ def test_a_terminal_gets_the_live_display(tmp_path: Path) -> None:
         elif proc.poll() is not None:
             break
     os.close(controller)
-    assert proc.wait(timeout=30) == 0
-    raw = screen.decode(errors="replace")
+    return proc.wait(timeout=30), screen.decode(errors="replace")
+
+
+def test_a_terminal_gets_the_live_display(tmp_path: Path) -> None:
+    code, raw = _on_a_terminal(tmp_path)
+    assert code == 0
     assert "\x1b[" in raw
+    assert "\x1b[32m" in raw and "\x1b[36m" in raw  # the log lines' green time and cyan task
     text = ANSI.sub("", raw)
     assert "running (1): " in text and "long_task" in text
     assert "slowish  2/2 tasks done" in text
@@ -157,3 +168,29 @@ def test_importing_asyncflow_and_its_cli_does_not_import_rich() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_dumb_terminal_gets_plain_lines_and_no_color_drops_the_colors(tmp_path: Path) -> None:
+    code, raw = _on_a_terminal(tmp_path / "dumb", TERM="dumb")
+    assert code == 0 and "long_task succeeded on attempt 1" in raw
+    assert "\x1b" not in raw  # no display, no colored log line
+    code, raw = _on_a_terminal(tmp_path / "no_color", NO_COLOR="1")
+    assert code == 0 and "slowish  2/2 tasks done" in ANSI.sub("", raw)  # the display, in no color
+    assert "\x1b[32m" not in raw and "\x1b[36m" not in raw
+
+
+def test_abandoning_the_display_shows_the_cursor_it_hid(tmp_path: Path) -> None:
+    # A second Ctrl-C ends the process from a signal handler, with no time for rich to stop.
+    screen = tmp_path / "screen"
+    with open(screen, "w", encoding="utf-8") as file:
+        console = Console(file=file, force_terminal=True, width=80)
+        display = ProgressDisplay(console, refresh_per_second=20)
+        display.abandon()  # not running yet: nothing to give back
+        assert screen.read_bytes() == b""
+        display(asyncflow.RunStarted(run_id="r", time=0.0, pipeline="p", tasks=1))
+        file.flush()
+        drawn = screen.read_bytes()
+        assert b"\x1b[?25l" in drawn and b"\x1b[?25h" not in drawn  # the cursor is hidden
+        display.abandon()
+        assert screen.read_bytes()[len(drawn) :].startswith(b"\x1b[?25h")
+        display.close()
