@@ -191,14 +191,13 @@ class LineBatch:
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self._room = 1  # lines that make the batch full: MAX_LINES once the thread runs
         _live.add(self)
 
     def add(self, event: Event) -> None:
         """Queue ``event``'s line (``event`` is one of :attr:`queued`)."""
         lines = self._lines
         lines.append(event)
-        if len(lines) >= self._room:
+        if len(lines) >= MAX_LINES or self._thread is None:
             self._full(event.time)
 
     def listener(self, fast: set[type[Event]], slow: Callable[[Event], None]) -> Callable[[Event], None]:
@@ -225,11 +224,10 @@ class LineBatch:
         return listen
 
     def _full(self, now: float) -> None:
-        """The batch is full (or got its first line: then start the thread that flushes old
-        lines, and let the batch fill up to :data:`MAX_LINES`)."""
+        """The batch is full, or got its first line: then start the thread that flushes old
+        lines."""
         self.sync(now)
         if self._thread is None:
-            self._room = MAX_LINES
             self._thread = threading.Thread(target=self._flush_old, name="asyncflow-log", daemon=True)
             self._thread.start()
         else:

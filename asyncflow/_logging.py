@@ -126,12 +126,6 @@ class LogListener:
             sink_failed(exc)
 
     def _log(self, event: Event) -> None:
-        batch = self._batch
-        if batch is not None and not self._groups and type(event) in _QUEUED:
-            if type(event) in batch.queued:
-                batch.add(event)
-                self._fast.update(batch.queued)  # the next ones go straight to the batch
-            return  # (or a routine line below every sink's level)
         group: list[int] | None = None  # when a mapped task ends: its instances' counts
         if isinstance(event, TaskMapped):  # counted whatever the level: the summary line needs it
             self._groups[event.task] = [0, 0, event.count]
@@ -142,15 +136,18 @@ class LogListener:
             counted = None if parent is None else self._groups.get(parent[0])
             if counted is not None and isinstance(event, TaskSucceeded | TaskCached):
                 counted[0 if isinstance(event, TaskSucceeded) else 1] += 1
+        batch = self._batch
+        if batch is not None and group is None and type(event) in _QUEUED:  # a routine line
+            if type(event) in batch.queued:  # (else below every sink's level)
+                batch.add(event)
+                if not self._groups:
+                    self._fast.update(batch.queued)  # the next ones go straight to the batch
+            return
         level = _LEVELS.get(type(event), 40)
         if not _wanted(level):
             return  # no sink would keep the line: build nothing (the default when embedded)
         task = getattr(event, "task", "-")
         if batch is not None:
-            if group is None and isinstance(event, ROUTINE):
-                if type(event) in batch.queued:
-                    batch.add(event)
-                return
             batch.sync(event.time)
             batch.flush()  # what is queued comes first
         log = logger.bind(run_id=event.run_id, task=task)
